@@ -130,25 +130,42 @@ class Bus:
 
     async def publish(self, event: Envelope[Any], *, timeout: float = 10.0) -> None:
         """Persistent, mandatory, confirmed. Raises BusUnavailable if not confirmed."""
+        await self.publish_raw(
+            event.type,
+            event.model_dump_json().encode(),
+            event_id=event.id,
+            correlation_id=event.correlationid,
+            timeout=timeout,
+        )
+
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        event_id: str,
+        correlation_id: str,
+        timeout: float = 10.0,
+    ) -> None:
+        """Publish an already serialized envelope (the outbox relay stores them so)."""
         if self._exchange is None:
             raise BusUnavailable("bus is not connected")
         message = aio_pika.Message(
-            body=event.model_dump_json().encode(),
+            body=body,
             content_type="application/cloudevents+json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=event.id,
-            correlation_id=event.correlationid,
-            type=event.type,
+            message_id=event_id,
+            correlation_id=correlation_id,
+            type=routing_key,
             app_id=self.source,
-            timestamp=event.time,
         )
         try:
-            await self._exchange.publish(message, event.type, mandatory=True, timeout=timeout)
+            await self._exchange.publish(message, routing_key, mandatory=True, timeout=timeout)
         except aio_pika.exceptions.PublishError:
             raise  # unroutable: a missing binding is a bug, never a silent drop
         except (asyncio.TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
-            raise BusUnavailable(f"publish of {event.type} not confirmed: {exc!r}") from exc
-        BUS_PUBLISHED.labels(event.type).inc()
+            raise BusUnavailable(f"publish of {routing_key} not confirmed: {exc!r}") from exc
+        BUS_PUBLISHED.labels(routing_key).inc()
 
     async def publish_to_queue(self, queue: str, message: aio_pika.Message) -> None:
         """Direct publish through the default exchange (retry, park, replay)."""

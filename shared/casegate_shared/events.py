@@ -7,6 +7,7 @@ adapters normalize before anything is published.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +23,16 @@ EVENT_NAMESPACE = uuid.UUID("6f1c3c5e-6a57-4d0b-9a51-4f7e0c2b9d10")
 def derived_event_id(*parts: str) -> str:
     """A stable event id derived from what caused the event."""
     return str(uuid.uuid5(EVENT_NAMESPACE, "/".join(parts)))
+
+
+# Case references are read aloud and typed from SMS: no 0/O, 1/I/L, U/V.
+CASE_REF_ALPHABET = "23456789ABCDEFGHJKMNPQRSTWXYZ"
+CASE_REF_PATTERN = r"CS-[23456789ABCDEFGHJKMNPQRSTWXYZ]{6}"
+
+
+def new_case_ref() -> str:
+    """A random human-friendly case reference such as CS-7K3M9Q (29^6, about 595 million)."""
+    return "CS-" + "".join(secrets.choice(CASE_REF_ALPHABET) for _ in range(6))
 
 
 def utcnow() -> datetime:
