@@ -3,6 +3,7 @@ policy every consumer shares.
 
 Failure policy lives here once, never in handlers (handlers only raise):
 - success: ack after the handler returned (its effect is durable by then);
+- `Defer`: wait in a delay queue without spending an attempt (a peer holds a lease);
 - `Retry` or any unexpected exception: republish to a delay queue (TTL, dead-lettered back to
   the work queue) with the attempt count, ack; after `bus_max_attempts` tries, park it;
 - `Reject`, or an event that does not parse: park at once;
@@ -49,6 +50,15 @@ PARKED_AT_HEADER = "x-casegate-parked-at"
 
 class Retry(Exception):
     """Temporary failure: try again later, with backoff, until the attempts run out."""
+
+
+class Defer(Exception):
+    """Not now, and not a failure (e.g. a peer holds a lease): come back after `seconds`
+    without spending an attempt."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
 
 
 class Reject(Exception):
@@ -192,7 +202,7 @@ class Bus:
         await channel.declare_queue(
             f"{qname}.dlq", durable=True, arguments={"x-queue-type": "quorum"}
         )
-        for delay in retry_delays_ms(s):
+        for delay in retry_delays_ms(s) or [s.bus_retry_base_ms]:  # Defer needs one
             await channel.declare_queue(
                 f"{qname}.retry.{delay}ms",
                 durable=True,
@@ -280,6 +290,9 @@ class Bus:
             except Reject as exc:
                 await self._park(sub, message, f"rejected: {exc}")
                 return
+            except Defer as exc:
+                await self._defer(sub, message, exc)
+                return
             except Exception as exc:  # the consumer base owns failure policy, see module doc
                 await self._retry_or_park(sub, message, exc)
                 return
@@ -303,6 +316,15 @@ class Bus:
         target = f"{self.queue_name(sub.name)}.retry.{delays[attempt - 1]}ms"
         await self._forward(message, target, {ATTEMPT_HEADER: attempt + 1, ERROR_HEADER: reason})
         BUS_CONSUMED.labels(sub.name, "retried").inc()
+
+    async def _defer(self, sub: Subscription[Any], message: AbstractIncomingMessage, exc: Defer) -> None:
+        """Wait in the shortest delay queue that covers the wait (or the longest there is)."""
+        delays = retry_delays_ms(self.settings) or [self.settings.bus_retry_base_ms]
+        wanted = exc.seconds * 1000
+        delay = next((d for d in delays if d >= wanted), delays[-1])
+        target = f"{self.queue_name(sub.name)}.retry.{delay}ms"
+        await self._forward(message, target, {})
+        BUS_CONSUMED.labels(sub.name, "deferred").inc()
 
     async def _park(self, sub: Subscription[Any], message: AbstractIncomingMessage, reason: str) -> None:
         log.error("message parked", extra={"queue": sub.name, "error": reason})
