@@ -1,0 +1,1 @@
+"""casegate intake: channel adapters that turn provider traffic into normalized messages."""

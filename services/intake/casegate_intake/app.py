@@ -1,0 +1,40 @@
+"""Intake's application factory: the bus, the web form routes and the ops routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from casegate_shared.bus import Bus
+from casegate_shared.observability import add_ops_routes
+
+from . import handlers
+from .http import BUS, SETTINGS, add_routes
+from .settings import Settings
+
+__all__ = ["BUS", "SETTINGS", "init_app"]
+
+
+async def _bus(app: web.Application) -> AsyncIterator[None]:
+    bus = Bus(app[SETTINGS], source="intake")
+    await bus.connect()
+    handlers.register(bus)
+    await bus.start_consumers()
+    app[BUS] = bus
+    yield
+    await bus.close()
+
+
+async def init_app(settings: Settings) -> web.Application:
+    # Every route here takes small bodies; the limit is deliberate (aiohttp's default is 1 MiB).
+    app = web.Application(client_max_size=settings.webform_max_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_bus)
+    add_routes(app)
+
+    async def bus_ready() -> None:
+        await app[BUS].check_ready()
+
+    add_ops_routes(app, {"bus": bus_ready})
+    return app

@@ -1,0 +1,1 @@
+"""Intake's pure rules: what inbound text may contain before it is normalized and published."""
