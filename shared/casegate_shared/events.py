@@ -125,6 +125,7 @@ class RouteDecided(Payload):
     team: str
     priority: Priority
     rule: str
+    tags: list[str] = Field(default_factory=list)
     explanation: list[RuleVerdict]
 
 

@@ -1,0 +1,1 @@
+"""casegate router: decides which team gets a case, at which priority, and explains why."""
