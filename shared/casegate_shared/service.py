@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
 from .observability import setup_logging
 from .settings import ServiceSettings
 
+S = TypeVar("S", bound=ServiceSettings)
+
 
 def run_service(
     name: str,
-    init_app: Callable[[ServiceSettings], Awaitable[web.Application]],
-    settings: ServiceSettings,
+    init_app: Callable[[S], Awaitable[web.Application]],
+    settings: S,
     port: int,
 ) -> None:
     """Serve `init_app(settings)` until SIGINT/SIGTERM; cleanup contexts close everything."""

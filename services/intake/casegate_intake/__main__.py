@@ -10,7 +10,7 @@ from .settings import Settings
 
 def main() -> None:
     settings = Settings()
-    run_service("intake", init_app, settings, settings.intake_port)  # type: ignore[arg-type]
+    run_service("intake", init_app, settings, settings.intake_port)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def main() -> None:
     settings = Settings()
     try:
         # run_service is typed for the base settings; init_app takes this service's subclass.
-        run_service("router", init_app, settings, settings.router_port)  # type: ignore[arg-type]
+        run_service("router", init_app, settings, settings.router_port)
     except RulesError as exc:
         logging.getLogger("casegate_router").error(
             "cannot start: the rules file is invalid", extra={"problems": str(exc).splitlines()}
