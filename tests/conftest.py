@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aio_pika
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
@@ -24,7 +25,7 @@ import redis.asyncio as aioredis
 from casegate_shared.settings import BusSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+RUN_ID = uuid.uuid4().hex[:8]
 PG_ADMIN_URL = os.environ.get("CASEGATE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CASEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -46,28 +47,48 @@ def infrastructure() -> None:
 
 @pytest.fixture(scope="session")
 def amqp_url(infrastructure: None) -> Iterator[str]:
-    """A vhost of our own, so queues of one run never meet another's. Where the broker runs
-    elsewhere (no rabbitmqctl here), the default vhost with per-test names isolates enough."""
+    """The default vhost; every test names its exchange and queues `t<run id>…`, and the
+    run deletes all of its queues at the end. (Per-run vhosts were tried: creating and
+    deleting many of them on RabbitMQ 3.10 can wedge `rabbitmqctl`.)"""
+    url = "amqp://guest:guest@127.0.0.1:5672/"
+    yield url
+    asyncio.run(_delete_queues(url, f"t{RUN_ID}"))
+
+
+async def _delete_queues(url: str, prefix: str) -> None:
     if shutil.which("rabbitmqctl") is None:
-        yield "amqp://guest:guest@127.0.0.1:5672/"
         return
-    vhost = f"casegate-test-{RUN_ID}"
-    ctl = ["rabbitmqctl", "-q"]
-    subprocess.run([*ctl, "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(
-        [*ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    subprocess.run([*ctl, "delete_vhost", vhost], check=False, capture_output=True)
+    try:
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "name"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return  # leftovers are harmless: names are unique per run
+    names = [line.strip() for line in out.splitlines() if line.strip().startswith(prefix)]
+    conn = await aio_pika.connect(url)
+    try:
+        channel = await conn.channel()
+        for name in names:
+            await channel.queue_delete(name)
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "list_exchanges", "name"],
+            capture_output=True, text=True, timeout=30, check=False,
+        ).stdout
+        for name in out.split():
+            if name.startswith(prefix):
+                await channel.exchange_delete(name)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
-def bus_settings(amqp_url: str) -> BusSettings:
-    """Per-test exchange and queue prefix; fast retries so failure paths finish quickly."""
-    tag = uuid.uuid4().hex[:8]
-    return BusSettings(
+def bus_settings(amqp_url: str) -> Iterator[BusSettings]:
+    """Per-test exchange and queue prefix; fast retries so failure paths finish quickly.
+    The test's queues are deleted after it: a broker on two cores copes badly with hundreds
+    of idle quorum queues piling up during one run."""
+    tag = f"{RUN_ID}{uuid.uuid4().hex[:6]}"
+    yield BusSettings(
         amqp_url=amqp_url,
         bus_exchange=f"t{tag}",
         bus_prefix=f"t{tag}",
@@ -75,6 +96,7 @@ def bus_settings(amqp_url: str) -> BusSettings:
         bus_max_attempts=3,
         bus_delivery_limit=5,
     )
+    asyncio.run(_delete_queues(amqp_url, f"t{tag}"))
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +104,7 @@ def database_url(infrastructure: None) -> Iterator[str]:
     """A fresh database for this run, migrated to head by case-store's migrations."""
     from casegate_case_store.store.migrations import upgrade
 
-    name = f"casegate_test_{RUN_ID}"
+    name = f"casegate_test_{RUN_ID}"  # dropped at the end
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(PG_ADMIN_URL)

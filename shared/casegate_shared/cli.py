@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=_schema)
 
     for ep in entry_points(group="casegate.cli"):
-        ep.load()(sub)
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # one broken plugin must not take every command down
+            print(f"casegate: commands from {ep.value} unavailable: {exc}", file=sys.stderr)
     return parser
 
 

@@ -1,0 +1,75 @@
+"""case-store's application factory: the pool, the bus with its consumers, the outbox relay
+and the ops routes. Used alike by `__main__` and by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from casegate_shared.bus import Bus
+from casegate_shared.observability import add_ops_routes
+
+from . import handlers
+from .settings import Settings
+from .store.db import check_ready, create_pool
+from .store.outbox import OutboxRelay
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+BUS = web.AppKey("bus", Bus)
+RELAY = web.AppKey("relay", OutboxRelay)
+
+
+async def database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await create_pool(settings.database_url, settings.db_pool_max)
+    app[POOL] = pool
+    yield
+    try:
+        await asyncio.wait_for(pool.close(), timeout=10)
+    except TimeoutError:  # a connection that will not come back must not hold up shutdown
+        pool.terminate()
+
+
+async def bus(app: web.Application) -> AsyncIterator[None]:
+    b = Bus(app[SETTINGS], source="case-store")
+    await b.connect()
+    try:
+        handlers.register(b, app[POOL])
+        await b.start_consumers()
+        app[BUS] = b
+        yield
+    finally:
+        await b.close()  # lets in-flight handlers finish before the pool closes
+
+
+async def outbox_relay(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    relay = OutboxRelay(app[POOL], app[BUS], settings.outbox_batch, settings.outbox_poll_s)
+    relay.start()
+    app[RELAY] = relay
+    yield
+    await relay.stop()
+
+
+async def init_app(settings: Settings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    # Started in this order, stopped in reverse: the relay stops publishing, then the
+    # consumers drain, then the pool closes.
+    app.cleanup_ctx.extend([database, bus, outbox_relay])
+
+    async def bus_ready() -> None:
+        await app[BUS].check_ready()
+
+    async def database_ready() -> None:
+        await check_ready(app[POOL])
+
+    async def outbox_ready() -> None:
+        await app[RELAY].check_ready()
+
+    add_ops_routes(app, {"bus": bus_ready, "database": database_ready, "outbox": outbox_ready})
+    return app

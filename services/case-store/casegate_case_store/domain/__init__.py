@@ -1,0 +1,1 @@
+"""Pure case rules: no database, no broker, no network."""

@@ -1,0 +1,124 @@
+"""Timeline entries: what each event adds to a case's history, and the one-line summaries
+agents read. Summaries never carry a message body or a full customer address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from casegate_shared.events import Channel, MessageReceived, NotificationOutcome, RouteDecided
+
+REASON_MAX = 200
+
+CHANNEL_WORDS: dict[Channel, str] = {
+    Channel.EMAIL: "email",
+    Channel.SMS: "SMS",
+    Channel.SLACK: "Slack",
+    Channel.WEBFORM: "web form",
+    Channel.CHAT: "chat",
+}
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"  # shown to the customer on the tracking page
+    INTERNAL = "internal"
+
+
+class EntryKind(StrEnum):
+    MESSAGE_IN = "message_in"
+    ROUTED = "routed"
+    NOTIFICATION = "notification"
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    kind: EntryKind
+    actor: str
+    visibility: Visibility
+    body: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def message_in(msg: MessageReceived) -> TimelineEntry:
+    """The customer's message, as they wrote it: the timeline is where the body belongs."""
+    return TimelineEntry(
+        kind=EntryKind.MESSAGE_IN,
+        actor="customer",
+        visibility=Visibility.PUBLIC,
+        body=msg.body,
+        data={
+            "channel": msg.channel.value,
+            "subject": msg.subject,
+            "dedupe_key": msg.dedupe_key,
+            "received_at": msg.received_at.isoformat(),
+        },
+    )
+
+
+def routing_summary(decision: RouteDecided) -> str:
+    return (
+        f"Routed to team {decision.team} at priority {decision.priority.value} "
+        f"by rule {decision.rule!r}"
+    )
+
+
+def routed(decision: RouteDecided) -> TimelineEntry:
+    return TimelineEntry(
+        kind=EntryKind.ROUTED,
+        actor="router",
+        visibility=Visibility.INTERNAL,
+        body=routing_summary(decision),
+        data={
+            "team": decision.team,
+            "priority": decision.priority.value,
+            "rule": decision.rule,
+            "explanation": [v.model_dump(mode="json") for v in decision.explanation],
+        },
+    )
+
+
+def mask_recipient(recipient: str) -> str:
+    """Enough of an address for an agent to recognise it, not enough to copy it."""
+    value = recipient.strip()
+    local, at, domain = value.rpartition("@")
+    if at and local:
+        return f"{local[0]}***@{domain}"
+    digits = value.lstrip("+")
+    if digits.isdigit() and len(digits) >= 7:
+        prefix = value[: len(value) - len(digits) + 2]  # keeps the + and two digits
+        return f"{prefix}***{digits[-3:]}"
+    return f"{value[:1]}***" if value else "***"
+
+
+def _one_line(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+
+
+def notification_summary(outcome: NotificationOutcome) -> str:
+    channel = CHANNEL_WORDS.get(outcome.channel, outcome.channel.value)
+    to = mask_recipient(outcome.recipient)
+    line = f"{outcome.template} {outcome.outcome} by {channel} to {to}"
+    if outcome.outcome == "failed" and outcome.reason:
+        line += f": {_one_line(outcome.reason, REASON_MAX)}"
+    return line
+
+
+def notification(outcome: NotificationOutcome) -> TimelineEntry:
+    return TimelineEntry(
+        kind=EntryKind.NOTIFICATION,
+        actor="notifier",
+        visibility=Visibility.INTERNAL,
+        body=notification_summary(outcome),
+        data={
+            "notification_key": outcome.notification_key,
+            "channel": outcome.channel.value,
+            "recipient": mask_recipient(outcome.recipient),
+            "template": outcome.template,
+            "provider": outcome.provider,
+            "outcome": outcome.outcome,
+            "provider_message_id": outcome.provider_message_id,
+            "reason": outcome.reason,
+        },
+    )

@@ -1,0 +1,20 @@
+"""case-store settings: where the database is and how the outbox relay paces itself."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from casegate_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/casegate",
+        description="PostgreSQL URL of the case store (CASEGATE_DATABASE_URL)",
+    )
+    case_store_port: int = Field(8081, ge=1, le=65535)
+    db_pool_max: int = Field(10, ge=1, description="Connections the handlers share")
+    outbox_batch: int = Field(200, ge=1, le=10_000, description="Events per relay pass")
+    outbox_poll_s: float = Field(
+        2.0, gt=0, description="Relay wake-up when no NOTIFY arrives (retries, missed wake-ups)"
+    )

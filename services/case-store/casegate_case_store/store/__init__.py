@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool, the repositories, the outbox and the migrations."""

@@ -1,0 +1,183 @@
+"""Repositories for customers, cases and timeline entries.
+
+Every function runs in the caller's transaction: the handler decides where it begins and
+commits, so the inbox row, the change and the outbox events land together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from ..domain.cases import CaseStatus, Identity, NewCase
+from ..domain.timeline import TimelineEntry
+
+MAX_REF_TRIES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: int
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedCase:
+    id: int
+    ref: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LockedCase:
+    id: int
+    status: CaseStatus
+
+
+async def find_or_create_customer(
+    conn: asyncpg.Connection, identities: list[Identity], name: str | None
+) -> Customer:
+    """The customer owning the first known identity, or a new one owning them all."""
+    for identity in identities:
+        row = await conn.fetchrow(
+            "SELECT c.id, c.name FROM customer_identities i "
+            "JOIN customers c ON c.id = i.customer_id WHERE i.kind = $1 AND i.value = $2",
+            identity.kind.value,
+            identity.value,
+        )
+        if row is not None:
+            customer = Customer(row["id"], row["name"])
+            if len(identities) > 1:
+                await _attach(conn, customer.id, identities)
+            if customer.name is None and name:
+                await conn.execute(
+                    "UPDATE customers SET name = $2 WHERE id = $1", customer.id, name
+                )
+                customer = Customer(customer.id, name)
+            return customer
+    return await _create_customer(conn, identities, name)
+
+
+async def _create_customer(
+    conn: asyncpg.Connection, identities: list[Identity], name: str | None
+) -> Customer:
+    customer_id: int = await conn.fetchval(
+        "INSERT INTO customers (name) VALUES ($1) RETURNING id", name
+    )
+    if not identities:
+        return Customer(customer_id, name)  # nothing to recognise them by next time
+    first = identities[0]
+    owner = await conn.fetchval(
+        "INSERT INTO customer_identities (customer_id, kind, value) VALUES ($1, $2, $3) "
+        "ON CONFLICT (kind, value) DO NOTHING RETURNING customer_id",
+        customer_id,
+        first.kind.value,
+        first.value,
+    )
+    if owner is None:
+        # A concurrent message from the same person committed them first (the insert waited
+        # for it): drop our half-made customer and join theirs.
+        await conn.execute("DELETE FROM customers WHERE id = $1", customer_id)
+        return await find_or_create_customer(conn, identities, name)
+    if len(identities) > 1:
+        await _attach(conn, customer_id, identities[1:])
+    return Customer(customer_id, name)
+
+
+async def _attach(conn: asyncpg.Connection, customer_id: int, identities: list[Identity]) -> None:
+    """Add identities the customer does not have yet; one owned by someone else stays theirs
+    (merging two people is an agent's decision, not an intake side effect)."""
+    await conn.execute(
+        "INSERT INTO customer_identities (customer_id, kind, value) "
+        "SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v) "
+        "ON CONFLICT (kind, value) DO NOTHING",
+        customer_id,
+        [i.kind.value for i in identities],
+        [i.value for i in identities],
+    )
+
+
+async def case_of_customer(conn: asyncpg.Connection, ref: str, customer_id: int) -> int | None:
+    """The case's id if `ref` names a case of this customer; another's case is not theirs."""
+    case_id: int | None = await conn.fetchval(
+        "SELECT id FROM cases WHERE ref = $1 AND customer_id = $2", ref, customer_id
+    )
+    return case_id
+
+
+async def open_case(
+    conn: asyncpg.Connection, refs: Iterator[str], customer_id: int, case: NewCase
+) -> OpenedCase:
+    """Insert the case under the first free reference from `refs`."""
+    for _, ref in zip(range(MAX_REF_TRIES), refs, strict=False):
+        row = await conn.fetchrow(
+            "INSERT INTO cases (ref, customer_id, channel, subject, description, status, priority) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (ref) DO NOTHING "
+            "RETURNING id, created_at",
+            ref,
+            customer_id,
+            case.channel.value,
+            case.subject,
+            case.description,
+            case.status.value,
+            case.priority.value,
+        )
+        if row is not None:
+            return OpenedCase(row["id"], ref, row["created_at"])
+    raise RuntimeError(f"no free case reference after {MAX_REF_TRIES} tries")
+
+
+async def lock_case(conn: asyncpg.Connection, ref: str) -> LockedCase | None:
+    """The case row, locked until the transaction ends (its status is about to change)."""
+    row = await conn.fetchrow("SELECT id, status FROM cases WHERE ref = $1 FOR UPDATE", ref)
+    return None if row is None else LockedCase(row["id"], CaseStatus(row["status"]))
+
+
+async def case_id(conn: asyncpg.Connection, ref: str) -> int | None:
+    found: int | None = await conn.fetchval("SELECT id FROM cases WHERE ref = $1", ref)
+    return found
+
+
+async def set_routing(
+    conn: asyncpg.Connection,
+    case_id: int,
+    *,
+    team: str,
+    priority: str,
+    rule: str,
+    status: CaseStatus,
+) -> None:
+    await conn.execute(
+        "UPDATE cases SET team = $2, priority = $3, routed_by_rule = $4, status = $5, "
+        "updated_at = now() WHERE id = $1",
+        case_id,
+        team,
+        priority,
+        rule,
+        status.value,
+    )
+
+
+async def touch(conn: asyncpg.Connection, case_id: int) -> None:
+    await conn.execute("UPDATE cases SET updated_at = now() WHERE id = $1", case_id)
+
+
+async def add_entry(
+    conn: asyncpg.Connection, case_id: int, entry: TimelineEntry, correlation_id: str | None
+) -> int:
+    entry_id: int = await conn.fetchval(
+        "INSERT INTO timeline_entries "
+        "(case_id, kind, actor, visibility, body, data, correlation_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        case_id,
+        entry.kind.value,
+        entry.actor,
+        entry.visibility.value,
+        entry.body,
+        entry.data,
+        correlation_id,
+    )
+    return entry_id
