@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aio_pika
@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from casegate_shared.bus import Bus
 from casegate_shared.settings import BusSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,3 +150,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def publisher(bus_settings: BusSettings) -> AsyncIterator[Bus]:
+    """A connected bus on the test's exchange, for publishing what a test feeds in."""
+    bus = Bus(bus_settings, source="test")
+    await bus.connect()
+    yield bus
+    await bus.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll `check` until it holds; fail the test if it does not within `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)

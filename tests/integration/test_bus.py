@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aio_pika
@@ -20,6 +20,8 @@ from casegate_shared.dlq import list_parked, replay
 from casegate_shared.events import CaseRouted, Envelope, Priority, envelope
 from casegate_shared.settings import BusSettings
 
+from tests.conftest import eventually
+
 QUEUE = "test.routed"
 
 
@@ -29,14 +31,6 @@ def routed(ref: str = "CS-222222") -> Envelope[CaseRouted]:
         source="test",
         subject=ref,
     )
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from tests.conftest import free_port
+from tests.conftest import eventually, free_port
 from prometheus_client import REGISTRY
 
 from casegate_case_store.app import RELAY, init_app
@@ -43,14 +43,6 @@ from casegate_shared.events import (
     utcnow,
 )
 from casegate_shared.settings import BusSettings
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def consumed(queue: str, outcome: str = "ok") -> float:
@@ -132,14 +124,6 @@ async def observer(bus_settings: BusSettings) -> AsyncIterator[Observer]:
 async def service(settings: Settings, observer: Observer) -> AsyncIterator[web.Application]:
     async with running(settings) as app:
         yield app
-
-
-@pytest.fixture
-async def publisher(bus_settings: BusSettings) -> AsyncIterator[Bus]:
-    bus = Bus(bus_settings, source="test")
-    await bus.connect()
-    yield bus
-    await bus.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -34,15 +34,7 @@ from casegate_shared.events import (
     new_case_ref,
 )
 from casegate_shared.settings import BusSettings
-from tests.conftest import free_port
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+from tests.conftest import eventually, free_port
 
 
 def case_opened(
@@ -105,14 +97,6 @@ async def outcomes(bus_settings: BusSettings) -> AsyncIterator[list[AbstractInco
         yield seen
     finally:
         await connection.close()
-
-
-@pytest.fixture
-async def publisher(bus_settings: BusSettings) -> AsyncIterator[Bus]:
-    bus = Bus(bus_settings, source="test")
-    await bus.connect()
-    yield bus
-    await bus.close()
 
 
 async def test_case_opened_gives_one_sandbox_message_and_one_sent_event(

@@ -9,7 +9,7 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -18,7 +18,6 @@ from typing import Any
 
 import aio_pika
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestServer
 from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY
@@ -37,7 +36,8 @@ from casegate_shared.events import (
     new_case_ref,
 )
 from casegate_shared.settings import BusSettings
-from tests.conftest import free_port
+from tests.conftest import eventually, free_port
+
 
 MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 
@@ -80,14 +80,6 @@ async def smtp_server(mailbox: Mailbox, port: int) -> AsyncIterator[Controller]:
         yield controller
     finally:
         await asyncio.to_thread(controller.stop)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def case_opened(
@@ -151,14 +143,6 @@ async def outcomes(bus_settings: BusSettings) -> AsyncIterator[list[dict[str, An
         yield seen
     finally:
         await connection.close()
-
-
-@pytest.fixture
-async def publisher(bus_settings: BusSettings) -> AsyncIterator[Bus]:
-    bus = Bus(bus_settings, source="test")
-    await bus.connect()
-    yield bus
-    await bus.close()
 
 
 async def test_acknowledgement_arrives_over_smtp_with_ref_and_message_id(
