@@ -68,7 +68,53 @@ class Sender(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str | None = None
     email: str | None = None
-    phone: str | None = None
+    phone: str | None = Field(None, description="E.164 where the adapter could normalize it")
+    slack_user: str | None = Field(None, description="Slack user id (U…), for Slack messages")
+
+
+class MessageKind(StrEnum):
+    """What intake's loop rules made of a message; only `message` may be acknowledged."""
+
+    MESSAGE = "message"
+    AUTO_REPLY = "auto_reply"  # RFC 3834 Auto-Submitted, vacation responders, bulk/list mail
+    BOUNCE = "bounce"  # a delivery status notification about mail we sent
+
+
+class AttachmentRef(BaseModel):
+    """An attachment already stored in the blob store; the bus carries only its key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    blob_key: str | None = Field(None, description="Blob store key; None when it was omitted")
+    filename: str
+    content_type: str
+    size: int = Field(ge=0)
+    sha256: str | None = None
+    inline: bool = False
+    content_id: str | None = None
+    omitted_reason: str | None = Field(None, description="Why it was not stored (size limit, …)")
+
+
+class EmailHeaders(BaseModel):
+    """The threading-relevant headers of an email, normalized (angle brackets kept)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    message_id: str | None = None
+    in_reply_to: list[str] = Field(default_factory=list)
+    references: list[str] = Field(default_factory=list)
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    mailbox: str | None = Field(None, description="Which configured mailbox it came from")
+
+
+class Bounce(BaseModel):
+    """What a delivery status notification says about one of our messages."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    recipient: str | None = Field(None, description="The address that could not be reached")
+    original_message_id: str | None = None
+    status: str | None = Field(None, description="RFC 3464 Status, e.g. 5.1.1")
+    permanent: bool = True
+    diagnostic: str | None = None
 
 
 class MessageReceived(Payload):
@@ -84,6 +130,17 @@ class MessageReceived(Payload):
     case_ref: str | None = Field(None, description="Reference the customer named (reply to a case)")
     new_case_ref: str | None = Field(
         None, description="Reference promised to the customer if this opens a new case"
+    )
+    kind: MessageKind = MessageKind.MESSAGE
+    full_body: str | None = Field(
+        None, description="Whole text with quoted history and signature, when `body` is trimmed"
+    )
+    html: str | None = Field(None, description="Sanitized HTML for display, when there was HTML")
+    email: EmailHeaders | None = None
+    bounce: Bounce | None = None
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+    thread_key: str | None = Field(
+        None, description="Provider conversation key (Slack channel:thread_ts) naming the case"
     )
 
 
@@ -108,6 +165,59 @@ class CaseOpened(Payload):
     priority: Priority
     status: str
     opened_at: datetime
+
+
+class Contact(BaseModel):
+    """How to reach one customer: addresses, preferences and what must not be used."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    customer_id: int
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    slack_user: str | None = None
+    preferred_channel: Channel | None = None
+    fallback: list[Channel] = Field(default_factory=list)
+    language: str = "en"
+    timezone: str = "UTC"
+    quiet_hours: tuple[str, str] | None = Field(None, description="Local HH:MM start, end")
+    opted_out: list[Channel] = Field(default_factory=list, description="Never send on these")
+    bouncing: list[str] = Field(default_factory=list, description="Addresses that bounced")
+    tier: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class Participant(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    role: Annotated[str, Field(pattern="^(owner|administrator|watcher)$")]
+    user: str = Field(description="User handle in case-store")
+    email: str | None = None
+    slack_user: str | None = None
+
+
+class CaseSnapshot(BaseModel):
+    """The case as it stands after a change: enough for the notifier and the router to act
+    without calling case-store back."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    ref: str
+    subject: str
+    channel: Channel
+    status: str
+    reason_code: str | None = None
+    priority: Priority
+    team: str | None = None
+    assignee: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    region: str | None = None
+    customer: Contact
+    participants: list[Participant] = Field(default_factory=list)
+    first_response_due: datetime | None = None
+    resolution_due: datetime | None = None
+    last_customer_message_id: str | None = Field(None, description="For In-Reply-To")
+    references: list[str] = Field(default_factory=list, description="For References")
+    slack_thread: str | None = Field(None, description="channel:ts of the case's Slack post")
+    tracking_token: str | None = Field(None, description="Only on events the customer may see")
 
 
 class RuleVerdict(BaseModel):
@@ -135,6 +245,79 @@ class CaseRouted(Payload):
     team: str
     priority: Priority
     rule: str
+    case: CaseSnapshot | None = None
+
+
+class CaseChange(StrEnum):
+    MESSAGE_ADDED = "message_added"  # a customer message joined an existing case
+    REOPENED = "reopened"
+    REPLY_ADDED = "reply_added"  # an agent's public reply, to be delivered to the customer
+    NOTE_ADDED = "note_added"  # internal: never reaches a customer
+    STATUS_CHANGED = "status_changed"
+    ASSIGNED = "assigned"  # team and/or agent changed (also transfers)
+    PRIORITY_CHANGED = "priority_changed"
+    SLA_WARNING = "sla_warning"
+    SLA_BREACHED = "sla_breached"
+    ESCALATED = "escalated"
+    MERGED = "merged"
+    BOUNCED = "bounced"  # a message we sent could not be delivered
+
+
+class CaseUpdated(Payload):
+    """Every change to a case after it opened; `change` is the routing key's second part."""
+
+    event_type: ClassVar[str] = "case.{change}"
+    change: CaseChange
+    ref: str
+    actor: str = Field(description="user handle, 'customer', or the service that decided")
+    case: CaseSnapshot
+    entry_id: int | None = Field(None, description="The timeline entry this change wrote")
+    body: str | None = Field(None, description="Reply or note text; a customer message's text")
+    channel: Channel | None = Field(None, description="Channel of the message or reply")
+    reply_to: str | None = Field(None, description="Where a reply goes: address or number")
+    previous: str | None = Field(None, description="Status, team/assignee or priority before")
+    reason_code: str | None = None
+    clock: Annotated[str | None, Field(pattern="^(first_response|resolution)$")] = None
+    due_at: datetime | None = None
+    escalated_to: str | None = None
+    merged_into: str | None = None
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+
+
+class EscalationDecided(Payload):
+    """The router's answer to a breach: where the case goes now, and how urgent it becomes."""
+
+    event_type: ClassVar[str] = "case.escalation_decided"
+    ref: str
+    clock: str
+    team: str | None = None
+    assignee: str | None = None
+    priority: Priority | None = None
+    reason: str
+
+
+class AgentActionKind(StrEnum):
+    CLAIM = "claim"
+    RESOLVE = "resolve"
+    ESCALATE = "escalate"
+    REPLY = "reply"
+    NOTE = "note"
+
+
+class AgentAction(Payload):
+    """An agent did something outside the API (a Slack button, a thread message); case-store
+    maps the actor to a user and checks the role before applying it."""
+
+    event_type: ClassVar[str] = "agent.action"
+    action: AgentActionKind
+    ref: str | None = Field(None, description="Case reference, when the source names it")
+    thread_key: str | None = Field(None, description="Slack channel:thread_ts naming the case")
+    actor_slack_user: str | None = None
+    actor_user: str | None = None
+    dedupe_key: str = Field(description="Provider identity of the action (Slack event id, …)")
+    body: str | None = None
+    reason_code: str | None = None
+    at: datetime = Field(default_factory=utcnow)
 
 
 # --- notifier -> case-store -----------------------------------------------------------
@@ -151,6 +334,21 @@ class NotificationOutcome(Payload):
     outcome: Annotated[str, Field(pattern="^(sent|failed)$")]
     provider_message_id: str | None = None
     reason: str | None = None
+    permanent: bool = Field(False, description="A failure no retry will fix (fallback instead)")
+    fallback_from: Channel | None = Field(None, description="Channel this one replaced, and why")
+
+
+class DeliveryUpdated(Payload):
+    """A provider's later report on a sent message (Twilio status callback, DSN)."""
+
+    event_type: ClassVar[str] = "notification.delivery_updated"
+    ref: str
+    notification_key: str | None = None
+    provider: str
+    provider_message_id: str
+    status: str = Field(description="queued, sent, delivered, undelivered, failed, bounced")
+    error_code: str | None = None
+    at: datetime = Field(default_factory=utcnow)
 
 
 P = TypeVar("P", bound=Payload)
@@ -200,5 +398,9 @@ ALL_PAYLOADS: tuple[type[Payload], ...] = (
     CaseOpened,
     RouteDecided,
     CaseRouted,
+    CaseUpdated,
+    EscalationDecided,
+    AgentAction,
     NotificationOutcome,
+    DeliveryUpdated,
 )

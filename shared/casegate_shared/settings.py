@@ -27,3 +27,7 @@ class BusSettings(BaseSettings):
 class ServiceSettings(BusSettings):
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"
+    blob_dir: str = Field("var/blobs", description="Local blob store directory (attachments)")
+    attachment_max_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="Largest attachment kept; a bigger one is noted"
+    )

@@ -41,7 +41,7 @@ def register(bus: Bus, pool: asyncpg.Pool) -> None:
     async def decisions(event: Envelope[RouteDecided]) -> None:
         await apply_route_decision(pool, event)
 
-    @bus.subscriber("case-store.outcomes", ["notification.*"], NotificationOutcome)
+    @bus.subscriber("case-store.outcomes", ["notification.sent", "notification.failed"], NotificationOutcome)
     async def outcomes(event: Envelope[NotificationOutcome]) -> None:
         await record_notification(pool, event)
 
