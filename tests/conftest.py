@@ -138,12 +138,22 @@ async def clean_db(database_url: str) -> AsyncIterator[str]:
     yield database_url
 
 
-@pytest.fixture
-async def redis_url(infrastructure: None) -> AsyncIterator[str]:
-    client = aioredis.from_url(REDIS_URL)
-    await client.flushdb()
-    await client.aclose()
+@pytest.fixture(scope="session")
+def redis_url(infrastructure: None) -> Iterator[str]:
+    """Test database 15, shared with other runs: every test keys its data under a prefix
+    holding the run id (never flushes, so concurrent runs do not wipe each other), and the
+    run deletes its own keys at the end."""
     yield REDIS_URL
+    asyncio.run(_delete_redis_keys(REDIS_URL, RUN_ID))
+
+
+async def _delete_redis_keys(url: str, run_id: str) -> None:
+    client = aioredis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=f"*{run_id}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
 
 
 def free_port() -> int:
@@ -168,3 +178,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis key prefix (or any name) unique to this test and carrying the run id."""
+    return f"t{RUN_ID}{uuid.uuid4().hex[:6]}"
