@@ -123,12 +123,13 @@ def database_url(infrastructure: None) -> Iterator[str]:
 
 @pytest.fixture
 async def clean_db(database_url: str) -> AsyncIterator[str]:
-    """Empties every table (but the migration version) before the test."""
+    """Empties every table before the test, but the migration version and the seeded reason
+    codes."""
     conn = await asyncpg.connect(database_url)
     try:
         tables = await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> 'alembic_version'"
+            "AND tablename NOT IN ('alembic_version', 'reason_codes')"
         )
         if tables:
             names = ", ".join(f'"{t["tablename"]}"' for t in tables)

@@ -155,18 +155,6 @@ class CaseCustomer(BaseModel):
     phone: str | None = None
 
 
-class CaseOpened(Payload):
-    event_type: ClassVar[str] = "case.opened"
-    ref: str
-    customer: CaseCustomer
-    channel: Channel
-    subject: str
-    body: str
-    priority: Priority
-    status: str
-    opened_at: datetime
-
-
 class Contact(BaseModel):
     """How to reach one customer: addresses, preferences and what must not be used."""
 
@@ -220,6 +208,19 @@ class CaseSnapshot(BaseModel):
     tracking_token: str | None = Field(None, description="Only on events the customer may see")
 
 
+class CaseOpened(Payload):
+    event_type: ClassVar[str] = "case.opened"
+    ref: str
+    customer: CaseCustomer
+    channel: Channel
+    subject: str
+    body: str
+    priority: Priority
+    status: str
+    opened_at: datetime
+    case: CaseSnapshot | None = Field(None, description="Carries the customer's tracking token")
+
+
 class RuleVerdict(BaseModel):
     """One line of a routing explanation: did this rule match, and why."""
 
@@ -260,6 +261,9 @@ class CaseChange(StrEnum):
     SLA_BREACHED = "sla_breached"
     ESCALATED = "escalated"
     MERGED = "merged"
+    LINKED = "linked"  # parent case set or cleared
+    PARTICIPANTS_CHANGED = "participants_changed"
+    ATTACHMENT_ADDED = "attachment_added"
     BOUNCED = "bounced"  # a message we sent could not be delivered
 
 

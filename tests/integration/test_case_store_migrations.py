@@ -24,7 +24,11 @@ from casegate_case_store.store.migrations import (
 )
 from tests.conftest import PG_ADMIN_URL
 
-TABLES = {"customers", "customer_identities", "cases", "timeline_entries", "inbox", "outbox"}
+TABLES = {
+    "customers", "customer_identities", "cases", "timeline_entries", "inbox", "outbox",
+    "users", "api_tokens", "reason_codes", "audit_log", "attachments", "case_participants",
+    "case_message_ids", "deliveries",
+}
 
 
 def head() -> str | None:
@@ -68,7 +72,7 @@ def test_create_database_creates_once(scratch_url: str) -> None:
 def test_upgrade_reaches_head_and_running_it_again_changes_nothing(scratch_url: str) -> None:
     create_database(scratch_url)
     upgrade(scratch_url)
-    assert current_revision(scratch_url) == head() == "0001"
+    assert current_revision(scratch_url) == head() == "0002"
     assert TABLES <= tables(scratch_url)
     upgrade(scratch_url)
     assert current_revision(scratch_url) == head()
@@ -129,8 +133,8 @@ def test_db_commands_create_and_migrate_the_configured_database(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("created database") and out[0].endswith(name)
     assert out[1].endswith(f"{name} exists")
-    assert out[2].endswith("from empty to 0001")
-    assert out[3].endswith("already at revision 0001")
+    assert out[2].endswith("from empty to 0002")
+    assert out[3].endswith("already at revision 0002")
     assert TABLES <= tables(scratch_url)
 
 

@@ -272,12 +272,14 @@ async def test_a_route_decision_applies_once_and_announces_case_routed_once(
     await observer.assert_quiet()
     assert event["type"] == "case.routed"
     assert event["id"] == derived_event_id("case.routed", decision.id)
+    snapshot = event["data"].pop("case")
     assert event["data"] == {
         "ref": ref,
         "team": "billing",
         "priority": "P2",
         "rule": "invoice-words",
     }
+    assert (snapshot["ref"], snapshot["team"], snapshot["status"]) == (ref, "billing", "open")
     assert event["correlationid"] == "corr-route"
 
 

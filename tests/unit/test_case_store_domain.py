@@ -152,7 +152,7 @@ def test_case_opened_carries_the_case_and_customer() -> None:
     [
         (CaseStatus.NEW, CaseStatus.OPEN),
         (CaseStatus.OPEN, CaseStatus.OPEN),
-        (CaseStatus.PENDING, CaseStatus.PENDING),
+        (CaseStatus.PENDING_CUSTOMER, CaseStatus.PENDING_CUSTOMER),
         (CaseStatus.RESOLVED, CaseStatus.RESOLVED),
     ],
 )

@@ -4,6 +4,7 @@ and the ops routes. Used alike by `__main__` and by the tests."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -12,7 +13,12 @@ from aiohttp import web
 from casegate_shared.bus import Bus
 from casegate_shared.observability import add_ops_routes
 
-from . import handlers
+from casegate_shared.blobs import LocalBlobStore
+
+from . import api, handlers
+from .api.attachments import UPLOAD_LIMIT
+from .api.routing import BLOBS
+from .api.routing import POOL as API_POOL
 from .settings import Settings
 from .store.db import check_ready, create_pool
 from .store.outbox import OutboxRelay
@@ -27,6 +33,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(settings.database_url, settings.db_pool_max)
     app[POOL] = pool
+    app[API_POOL] = pool
     yield
     try:
         await asyncio.wait_for(pool.close(), timeout=10)
@@ -38,7 +45,9 @@ async def bus(app: web.Application) -> AsyncIterator[None]:
     b = Bus(app[SETTINGS], source="case-store")
     await b.connect()
     try:
-        handlers.register(b, app[POOL])
+        handlers.register(
+            b, app[POOL], timedelta(days=app[SETTINGS].reopen_window_days)
+        )
         await b.start_consumers()
         app[BUS] = b
         yield
@@ -56,8 +65,12 @@ async def outbox_relay(app: web.Application) -> AsyncIterator[None]:
 
 
 async def init_app(settings: Settings) -> web.Application:
-    app = web.Application()
+    # Uploads stream to the blob store and never meet this limit; it bounds JSON bodies.
+    app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
+    app[BLOBS] = LocalBlobStore(settings.blob_dir)
+    app[UPLOAD_LIMIT] = settings.attachment_max_bytes
+    api.install(app)
     # Started in this order, stopped in reverse: the relay stops publishing, then the
     # consumers drain, then the pool closes.
     app.cleanup_ctx.extend([database, bus, outbox_relay])

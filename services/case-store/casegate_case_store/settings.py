@@ -18,3 +18,6 @@ class Settings(ServiceSettings):
     outbox_poll_s: float = Field(
         2.0, gt=0, description="Relay wake-up when no NOTIFY arrives (retries, missed wake-ups)"
     )
+    reopen_window_days: int = Field(
+        14, ge=0, description="A reply this soon after resolution reopens; later: a linked case"
+    )

@@ -32,7 +32,8 @@ _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
 class CaseStatus(StrEnum):
     NEW = "new"  # opened, not routed yet
     OPEN = "open"  # routed to a team
-    PENDING = "pending"  # waiting on the customer
+    PENDING_CUSTOMER = "pending_customer"  # waiting on the customer: SLA clocks pause
+    ON_HOLD = "on_hold"
     RESOLVED = "resolved"
     CLOSED = "closed"
 

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from casegate_shared.events import Channel, MessageReceived, NotificationOutcome, RouteDecided
+from casegate_shared.events import (
+    Bounce,
+    Channel,
+    MessageReceived,
+    NotificationOutcome,
+    RouteDecided,
+)
 
 REASON_MAX = 200
 
@@ -29,6 +35,17 @@ class EntryKind(StrEnum):
     MESSAGE_IN = "message_in"
     ROUTED = "routed"
     NOTIFICATION = "notification"
+    REPLY = "reply"  # an agent's public answer to the customer
+    NOTE = "note"  # internal, never shown to a customer
+    STATUS = "status"
+    ASSIGNMENT = "assignment"
+    PRIORITY = "priority"
+    ESCALATION = "escalation"
+    SLA = "sla"
+    ATTACHMENT = "attachment"
+    LINK = "link"  # parent/child, merges
+    PARTICIPANT = "participant"
+    DELIVERY = "delivery"  # a provider's later report (delivered, undelivered, bounced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +57,54 @@ class TimelineEntry:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def message_in(msg: MessageReceived) -> TimelineEntry:
-    """The customer's message, as they wrote it: the timeline is where the body belongs."""
+def message_in(msg: MessageReceived, joined_by: str | None = None) -> TimelineEntry:
+    """The customer's message, as they wrote it: the timeline is where the body belongs.
+    `joined_by` says why it is on this case (which header, token or rule)."""
+    data: dict[str, Any] = {
+        "channel": msg.channel.value,
+        "subject": msg.subject,
+        "dedupe_key": msg.dedupe_key,
+        "received_at": msg.received_at.isoformat(),
+        "kind": msg.kind.value,
+    }
+    if joined_by:
+        data["joined_by"] = joined_by
+    if msg.email and msg.email.message_id:
+        data["message_id"] = msg.email.message_id
+    if msg.full_body and msg.full_body != msg.body:
+        data["full_body"] = msg.full_body
+    if msg.attachments:
+        data["attachments"] = [a.model_dump(mode="json") for a in msg.attachments]
     return TimelineEntry(
         kind=EntryKind.MESSAGE_IN,
         actor="customer",
         visibility=Visibility.PUBLIC,
         body=msg.body,
-        data={
-            "channel": msg.channel.value,
-            "subject": msg.subject,
-            "dedupe_key": msg.dedupe_key,
-            "received_at": msg.received_at.isoformat(),
-        },
+        data=data,
+    )
+
+
+def bounce(info: Bounce) -> TimelineEntry:
+    to = mask_recipient(info.recipient or "")
+    status = f" ({info.status})" if info.status else ""
+    return TimelineEntry(
+        kind=EntryKind.DELIVERY,
+        actor="mailer",
+        visibility=Visibility.INTERNAL,
+        body=f"Email to {to} bounced{status}",
+        data={"recipient": to, "status": info.status, "permanent": info.permanent},
+    )
+
+
+def registered(msg: MessageReceived, handle: str) -> TimelineEntry:
+    """A case an agent registered for the customer: the description is the first message."""
+    entry = message_in(msg)
+    return TimelineEntry(
+        kind=entry.kind,
+        actor=f"agent:{handle}",
+        visibility=entry.visibility,
+        body=entry.body,
+        data={**entry.data, "registered_by": handle},
     )
 
 

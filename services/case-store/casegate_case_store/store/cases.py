@@ -6,6 +6,8 @@ commits, so the inbox row, the change and the outbox events land together.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +15,8 @@ from datetime import datetime
 import asyncpg
 
 from ..domain.cases import CaseStatus, Identity, NewCase
+from casegate_shared.events import Channel, NotificationOutcome
+
 from ..domain.timeline import TimelineEntry
 
 MAX_REF_TRIES = 8
@@ -166,12 +170,16 @@ async def touch(conn: asyncpg.Connection, case_id: int) -> None:
 
 
 async def add_entry(
-    conn: asyncpg.Connection, case_id: int, entry: TimelineEntry, correlation_id: str | None
+    conn: asyncpg.Connection,
+    case_id: int,
+    entry: TimelineEntry,
+    correlation_id: str | None,
+    actor_user_id: int | None = None,
 ) -> int:
     entry_id: int = await conn.fetchval(
         "INSERT INTO timeline_entries "
-        "(case_id, kind, actor, visibility, body, data, correlation_id) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "(case_id, kind, actor, visibility, body, data, correlation_id, actor_user_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         case_id,
         entry.kind.value,
         entry.actor,
@@ -179,5 +187,40 @@ async def add_entry(
         entry.body,
         entry.data,
         correlation_id,
+        actor_user_id,
     )
     return entry_id
+
+
+async def issue_tracking_token(conn: asyncpg.Connection, case_id: int) -> str:
+    """The customer's key to the tracking page; only its hash stays here."""
+    token = secrets.token_urlsafe(18)
+    await conn.execute(
+        "UPDATE cases SET tracking_token_hash = $2 WHERE id = $1",
+        case_id,
+        hashlib.sha256(token.encode()).hexdigest(),
+    )
+    return token
+
+
+async def record_delivery(
+    conn: asyncpg.Connection, case_id: int, outcome: NotificationOutcome
+) -> None:
+    """The durable delivery record behind the notifier's dedupe, and the Message-ID a
+    customer's reply will name in In-Reply-To."""
+    await conn.execute(
+        "INSERT INTO deliveries (notification_key, case_id, channel, provider, status, "
+        "provider_message_id, reason) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+        "ON CONFLICT (notification_key) DO UPDATE SET status = EXCLUDED.status, "
+        "provider_message_id = coalesce(EXCLUDED.provider_message_id, "
+        "deliveries.provider_message_id), reason = EXCLUDED.reason, updated_at = now()",
+        outcome.notification_key, case_id, outcome.channel.value, outcome.provider,
+        outcome.outcome, outcome.provider_message_id, outcome.reason,
+    )
+    mid = outcome.provider_message_id
+    if outcome.channel is Channel.EMAIL and outcome.outcome == "sent" and mid and mid.startswith("<"):
+        await conn.execute(
+            "INSERT INTO case_message_ids (message_id, case_id, direction) "
+            "VALUES ($1, $2, 'out') ON CONFLICT DO NOTHING",
+            mid, case_id,
+        )

@@ -1,0 +1,168 @@
+"""A customer's message, applied in one transaction: dedupe, thread it (join, reopen or open
+a case), record why, and announce it. Bounces mark an address instead of opening a case;
+auto-replies are recorded where they belong but never announced (no acknowledgement loop)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from casegate_shared.events import (
+    CaseChange, CaseCustomer, Envelope, MessageKind, MessageReceived, derived_event_id, envelope,
+)
+
+from .domain import cases as rules
+from .domain import timeline
+from .domain.cases import CaseStatus
+from .domain.threading import Candidate, Outcome, Thread, Via, decide
+from .store import cases as repo
+from .store import inbox
+from .store.changes import SOURCE, LockedCase, record
+from .store.outbox import write_event
+from .store.snapshot import load_snapshot
+
+log = logging.getLogger(__name__)
+
+_CANDIDATE = (
+    "SELECT id, ref, customer_id, status, resolved_at FROM cases WHERE {where} "
+    "AND merged_into_id IS NULL ORDER BY id DESC LIMIT 1"
+)
+
+
+async def candidates(conn: asyncpg.Connection, msg: MessageReceived, customer_id: int) -> list[Candidate]:
+    found: list[Candidate] = []
+
+    async def add(via: Via, where: str, *args: object) -> None:
+        row = await conn.fetchrow(_CANDIDATE.format(where=where), *args)
+        if row is not None:
+            found.append(Candidate(via, row["id"], row["ref"], row["customer_id"],
+                                   CaseStatus(row["status"]), row["resolved_at"]))
+
+    if msg.email and (ids := [*msg.email.in_reply_to, *msg.email.references]):
+        await add(Via.HEADER, "id IN (SELECT case_id FROM case_message_ids "
+                  "WHERE message_id = ANY($1::text[]))", ids)
+    if ref := rules.normalize_ref(msg.case_ref):
+        await add(Via.TOKEN, "ref = $1", ref)
+    if msg.thread_key:
+        await add(Via.THREAD, "slack_thread = $1", msg.thread_key)
+    if msg.channel.value == "sms":
+        await add(Via.SENDER, "customer_id = $1 AND channel = 'sms' AND status <> 'closed'",
+                  customer_id)
+    return found
+
+
+async def receive(pool: asyncpg.Pool, event: Envelope[MessageReceived], reopen_window: timedelta) -> None:
+    msg = event.data
+    async with pool.acquire() as conn, conn.transaction():
+        if not await inbox.claim(conn, "inbound", msg.dedupe_key):
+            log.info("duplicate message ignored", extra={"dedupe_key": msg.dedupe_key})
+            return
+        if msg.kind is MessageKind.BOUNCE:
+            await bounced(conn, event)
+            return
+        identities = rules.sender_identities(msg.sender)
+        customer = await repo.find_or_create_customer(conn, identities, msg.sender.name)
+        await conn.execute("UPDATE customers SET last_channel = $2 WHERE id = $1",
+                           customer.id, msg.channel.value)
+        found = await candidates(conn, msg, customer.id)
+        thread = decide(found, customer.id, datetime.now(UTC), reopen_window)
+        if msg.kind is MessageKind.AUTO_REPLY and thread.outcome is not Outcome.JOIN:
+            # Recorded where it belongs, never a new case or a reopen: no mail loops.
+            log.info("auto-reply without an open case dropped", extra={"reason": thread.reason})
+            return
+        if thread.outcome in (Outcome.JOIN, Outcome.REOPEN):
+            await join(conn, event, thread)
+        else:
+            await open_new(conn, event, customer, identities, thread)
+
+
+async def _remember_message_id(conn: asyncpg.Connection, case_id: int, msg: MessageReceived) -> None:
+    if msg.email and msg.email.message_id:
+        await conn.execute(
+            "INSERT INTO case_message_ids (message_id, case_id, direction) VALUES ($1, $2, 'in') "
+            "ON CONFLICT DO NOTHING", msg.email.message_id, case_id,
+        )
+
+
+async def join(conn: asyncpg.Connection, event: Envelope[MessageReceived], thread: Thread) -> None:
+    msg = event.data
+    row = await conn.fetchrow(
+        "SELECT id, ref, status, team, assignee_id, priority, pending_since, customer_id "
+        "FROM cases WHERE id = $1 FOR UPDATE", thread.case_id,
+    )
+    case = LockedCase(row["id"], row["ref"], CaseStatus(row["status"]), row["team"],
+                      row["assignee_id"], row["priority"], row["pending_since"], row["customer_id"])
+    await _remember_message_id(conn, case.id, msg)
+    entry = timeline.message_in(msg, joined_by=thread.reason)
+    if msg.kind is MessageKind.AUTO_REPLY:
+        await repo.add_entry(conn, case.id, entry, event.correlationid)
+        return
+    reopened = thread.outcome is Outcome.REOPEN or case.status is CaseStatus.PENDING_CUSTOMER
+    if reopened:
+        await conn.execute(
+            "UPDATE cases SET status = 'open', resolved_at = NULL, pending_since = NULL, "
+            "first_response_due = first_response_due + CASE WHEN pending_since IS NULL THEN "
+            "interval '0' ELSE now() - pending_since END, resolution_due = resolution_due + "
+            "CASE WHEN pending_since IS NULL THEN interval '0' ELSE now() - pending_since END "
+            "WHERE id = $1", case.id,
+        )
+    change = CaseChange.REOPENED if thread.outcome is Outcome.REOPEN else CaseChange.MESSAGE_ADDED
+    await record(conn, case, entry, change, actor="customer", actor_user_id=None,
+                 correlation_id=event.correlationid, cause=event.id, body=msg.body,
+                 channel=msg.channel, previous=case.status.value, attachments=msg.attachments)
+    log.info("message added to case", extra={"ref": case.ref, "why": thread.reason})
+
+
+async def open_new(conn: asyncpg.Connection, event: Envelope[MessageReceived],
+                   customer: repo.Customer, identities: list[rules.Identity], thread: Thread) -> None:
+    msg = event.data
+    case = rules.new_case(msg)
+    opened = await repo.open_case(conn, rules.candidate_refs(msg.new_case_ref), customer.id, case)
+    if thread.outcome is Outcome.NEW_LINKED:
+        await conn.execute("UPDATE cases SET parent_id = $2 WHERE id = $1", opened.id,
+                           thread.case_id)
+    token = await repo.issue_tracking_token(conn, opened.id)
+    await _remember_message_id(conn, opened.id, msg)
+    await repo.add_entry(conn, opened.id, timeline.message_in(msg, joined_by=thread.reason),
+                         event.correlationid)
+    snapshot = (await load_snapshot(conn, opened.id)).model_copy(update={"tracking_token": token})
+    email, phone = rules.customer_contact(identities)
+    payload = rules.case_opened(
+        opened.ref, CaseCustomer(id=customer.id, name=customer.name, email=email, phone=phone),
+        case, opened.created_at,
+    ).model_copy(update={"case": snapshot})
+    await write_event(conn, envelope(
+        payload, source=SOURCE, subject=opened.ref, correlation_id=event.correlationid,
+        event_id=derived_event_id("case.opened", opened.ref),
+    ))
+    log.info("case opened", extra={"ref": opened.ref, "channel": msg.channel.value,
+                                   "why": thread.reason})
+
+
+async def bounced(conn: asyncpg.Connection, event: Envelope[MessageReceived]) -> None:
+    """A bounce names no customer of ours: it marks the address and tells the case."""
+    bounce = event.data.bounce
+    if bounce is None:
+        return
+    if bounce.recipient and bounce.permanent:
+        address = rules.normalize_email(bounce.recipient)
+        await conn.execute(
+            "UPDATE customer_identities SET bouncing_at = now(), bounce_reason = $2 "
+            "WHERE kind = 'email' AND value = $1", address, (bounce.status or "bounced")[:100],
+        )
+    row = await conn.fetchrow(
+        "SELECT c.id, c.ref, c.status, c.team, c.assignee_id, c.priority, c.pending_since, "
+        "c.customer_id FROM case_message_ids m JOIN cases c ON c.id = m.case_id "
+        "WHERE m.message_id = $1 AND m.direction = 'out' FOR UPDATE OF c",
+        bounce.original_message_id or "",
+    )
+    if row is None:
+        log.info("bounce for no known message recorded on the address only")
+        return
+    case = LockedCase(row["id"], row["ref"], CaseStatus(row["status"]), row["team"],
+                      row["assignee_id"], row["priority"], row["pending_since"], row["customer_id"])
+    await record(conn, case, timeline.bounce(bounce), CaseChange.BOUNCED, actor="mailer",
+                 actor_user_id=None, correlation_id=event.correlationid, cause=event.id,
+                 reply_to=bounce.recipient)
