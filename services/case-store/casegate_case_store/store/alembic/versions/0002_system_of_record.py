@@ -106,6 +106,10 @@ ALTER TABLE cases
 
 UPDATE cases SET search = to_tsvector('simple', subject || ' ' || description);
 
+-- The agent's usual list (my team's open cases, newest first) reads this index in order and
+-- stops after one page, also when the combination matches nothing.
+DROP INDEX cases_team_status_idx;
+CREATE INDEX cases_team_status_created_idx ON cases (team, status, created_at DESC, id DESC);
 CREATE INDEX cases_status_created_idx ON cases (status, created_at DESC, id DESC);
 CREATE INDEX cases_created_idx ON cases (created_at DESC, id DESC);
 CREATE INDEX cases_assignee_idx ON cases (assignee_id) WHERE assignee_id IS NOT NULL;
@@ -217,6 +221,17 @@ DROP TABLE case_message_ids;
 DROP TABLE attachments;
 ALTER TABLE timeline_entries DROP COLUMN actor_user_id;
 DROP TABLE case_participants;
+DROP INDEX cases_team_status_created_idx;
+CREATE INDEX cases_team_status_idx ON cases (team, status);
+DROP INDEX cases_status_created_idx;
+DROP INDEX cases_created_idx;
+DROP INDEX cases_assignee_idx;
+DROP INDEX cases_parent_idx;
+DROP INDEX cases_tags_idx;
+DROP INDEX cases_search_idx;
+DROP INDEX cases_slack_thread_idx;
+DROP INDEX cases_first_response_clock_idx;
+DROP INDEX cases_resolution_clock_idx;
 DROP TRIGGER cases_index_subject ON cases;
 DROP FUNCTION casegate_index_subject();
 DROP TRIGGER timeline_entries_index_message ON timeline_entries;
