@@ -11,6 +11,7 @@ import asyncpg
 
 from casegate_shared.bus import Bus, Reject
 from casegate_shared.events import (
+    AgentAction,
     CaseRouted,
     Envelope,
     MessageReceived,
@@ -20,6 +21,7 @@ from casegate_shared.events import (
     envelope,
 )
 
+from . import agents
 from .domain import cases as rules
 from .domain import timeline
 from .store import cases as repo
@@ -31,7 +33,9 @@ from .store.snapshot import load_snapshot
 log = logging.getLogger(__name__)
 
 SOURCE = "case-store"
-QUEUES: list[str] = ["case-store.inbound", "case-store.decisions", "case-store.outcomes"]
+QUEUES: list[str] = [
+    "case-store.inbound", "case-store.decisions", "case-store.outcomes", "case-store.agents",
+]
 
 
 def register(bus: Bus, pool: asyncpg.Pool, reopen_window: timedelta) -> None:
@@ -39,11 +43,17 @@ def register(bus: Bus, pool: asyncpg.Pool, reopen_window: timedelta) -> None:
     async def inbound(event: Envelope[MessageReceived]) -> None:
         await receive(pool, event, reopen_window)
 
+    @bus.subscriber("case-store.agents", ["agent.action"], AgentAction)
+    async def agent_actions(event: Envelope[AgentAction]) -> None:
+        await agents.apply(pool, event)
+
     @bus.subscriber("case-store.decisions", ["case.route_decided"], RouteDecided)
     async def decisions(event: Envelope[RouteDecided]) -> None:
         await apply_route_decision(pool, event)
 
-    @bus.subscriber("case-store.outcomes", ["notification.sent", "notification.failed"], NotificationOutcome)
+    outcomes_keys = ["notification.sent", "notification.failed"]
+
+    @bus.subscriber("case-store.outcomes", outcomes_keys, NotificationOutcome)
     async def outcomes(event: Envelope[NotificationOutcome]) -> None:
         await record_notification(pool, event)
 

@@ -17,7 +17,9 @@ from ..domain import cases as rules
 from ..domain.cases import CaseStatus
 from ..domain.timeline import EntryKind, TimelineEntry, Visibility
 from ..domain.transitions import TransitionRefused, change_status
-from ..store.changes import LockedCase, audit, lock_visible, record
+from ..store.changes import (
+    LockedCase, apply_status, audit, describe_assignment, lock_visible, record,
+)
 from ..store.users import Role
 from .models import (
     AssignmentIn, Done, MergeIn, ParentIn, ParticipantsIn, PriorityIn, ReplyIn, StatusIn,
@@ -106,19 +108,6 @@ async def status(call: Call[NoInput, StatusIn]) -> Done:
                              previous=case.status.value, reason_code=call.body.reason_code)
 
 
-async def apply_status(conn: asyncpg.Connection, case_id: int, status: str, reason: str | None,
-                       stamp: object) -> None:
-    await conn.execute(
-        "UPDATE cases SET status = $2, reason_code = $3, "
-        "resolved_at = CASE WHEN $4 THEN NULL ELSE coalesce($5, resolved_at) END, "
-        "closed_at = coalesce($6, closed_at), pending_since = $7, "
-        "first_response_due = first_response_due + make_interval(secs => $8), "
-        "resolution_due = resolution_due + make_interval(secs => $8) WHERE id = $1",
-        case_id, status, reason, stamp.clear_resolved, stamp.resolved_at,  # type: ignore[attr-defined]
-        stamp.closed_at, stamp.pending_since, stamp.resume_after_pause_s,  # type: ignore[attr-defined]
-    )
-
-
 @api.route("POST", "/v1/cases/{ref}/assignment", roles=WORKERS, tag="actions",
            body=AssignmentIn, response=Done,
            summary="Move the case to a team and/or agent; the history stays with it")
@@ -149,14 +138,6 @@ async def assignment(call: Call[NoInput, AssignmentIn]) -> Done:
                      previous=before, current=after)
         return await _record(conn, case, call, item, CaseChange.ASSIGNED, "case.assign",
                              previous=before)
-
-
-async def describe_assignment(conn: asyncpg.Connection, case: LockedCase) -> str:
-    row = await conn.fetchrow(
-        "SELECT c.team, u.handle FROM cases c LEFT JOIN users u ON u.id = c.assignee_id "
-        "WHERE c.id = $1", case.id,
-    )
-    return f"{row['team'] or '(no team)'}/{row['handle'] or '(unassigned)'}"
 
 
 @api.route("POST", "/v1/cases/{ref}/priority", roles=WORKERS, tag="actions", body=PriorityIn,

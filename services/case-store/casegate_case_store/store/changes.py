@@ -13,6 +13,7 @@ import asyncpg
 from casegate_shared.events import CaseChange, CaseUpdated, derived_event_id, envelope
 
 from ..domain.cases import CaseStatus
+from ..domain.transitions import StatusStamp
 from ..domain.timeline import TimelineEntry
 from .cases import add_entry
 from .outbox import write_event
@@ -115,3 +116,24 @@ async def record(
         ),
     )
     return entry_id
+
+
+async def apply_status(conn: asyncpg.Connection, case_id: int, status: str, reason: str | None,
+                       stamp: StatusStamp) -> None:
+    await conn.execute(
+        "UPDATE cases SET status = $2, reason_code = $3, "
+        "resolved_at = CASE WHEN $4 THEN NULL ELSE coalesce($5, resolved_at) END, "
+        "closed_at = coalesce($6, closed_at), pending_since = $7, "
+        "first_response_due = first_response_due + make_interval(secs => $8), "
+        "resolution_due = resolution_due + make_interval(secs => $8) WHERE id = $1",
+        case_id, status, reason, stamp.clear_resolved, stamp.resolved_at,
+        stamp.closed_at, stamp.pending_since, stamp.resume_after_pause_s,
+    )
+
+
+async def describe_assignment(conn: asyncpg.Connection, case: LockedCase) -> str:
+    row = await conn.fetchrow(
+        "SELECT c.team, u.handle FROM cases c LEFT JOIN users u ON u.id = c.assignee_id "
+        "WHERE c.id = $1", case.id,
+    )
+    return f"{row['team'] or '(no team)'}/{row['handle'] or '(unassigned)'}"
