@@ -238,6 +238,13 @@ class RouteDecided(Payload):
     rule: str
     tags: list[str] = Field(default_factory=list)
     explanation: list[RuleVerdict]
+    rules_version: str | None = Field(None, description="Which rules file decided (hot reload)")
+    sla_policy: str | None = None
+    region: str | None = None
+    first_response_warn_at: datetime | None = None
+    first_response_due: datetime | None = Field(None, description="The hard limit (maximum)")
+    resolution_warn_at: datetime | None = None
+    resolution_due: datetime | None = None
 
 
 class CaseRouted(Payload):

@@ -22,11 +22,13 @@ from .api.routing import POOL as API_POOL
 from .settings import Settings
 from .store.db import check_ready, create_pool
 from .store.outbox import OutboxRelay
+from .store.sla import SlaSweeper
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 BUS = web.AppKey("bus", Bus)
 RELAY = web.AppKey("relay", OutboxRelay)
+SWEEPER = web.AppKey("sweeper", SlaSweeper)
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
@@ -64,6 +66,14 @@ async def outbox_relay(app: web.Application) -> AsyncIterator[None]:
     await relay.stop()
 
 
+async def sla_sweeper(app: web.Application) -> AsyncIterator[None]:
+    sweeper = SlaSweeper(app[POOL], app[SETTINGS].sla_sweep_s)
+    sweeper.start()
+    app[SWEEPER] = sweeper
+    yield
+    await sweeper.stop()
+
+
 async def init_app(settings: Settings) -> web.Application:
     # Uploads stream to the blob store and never meet this limit; it bounds JSON bodies.
     app = web.Application(client_max_size=1024 * 1024)
@@ -73,7 +83,7 @@ async def init_app(settings: Settings) -> web.Application:
     api.install(app)
     # Started in this order, stopped in reverse: the relay stops publishing, then the
     # consumers drain, then the pool closes.
-    app.cleanup_ctx.extend([database, bus, outbox_relay])
+    app.cleanup_ctx.extend([database, bus, outbox_relay, sla_sweeper])
 
     async def bus_ready() -> None:
         await app[BUS].check_ready()
@@ -84,5 +94,9 @@ async def init_app(settings: Settings) -> web.Application:
     async def outbox_ready() -> None:
         await app[RELAY].check_ready()
 
-    add_ops_routes(app, {"bus": bus_ready, "database": database_ready, "outbox": outbox_ready})
+    async def sweeper_ready() -> None:
+        await app[SWEEPER].check_ready()
+
+    add_ops_routes(app, {"bus": bus_ready, "database": database_ready, "outbox": outbox_ready,
+                         "sla": sweeper_ready})
     return app

@@ -12,7 +12,9 @@ import asyncpg
 from casegate_shared.bus import Bus, Reject
 from casegate_shared.events import (
     AgentAction,
+    CaseChange,
     CaseRouted,
+    EscalationDecided,
     Envelope,
     MessageReceived,
     NotificationOutcome,
@@ -27,6 +29,8 @@ from .domain import timeline
 from .store import cases as repo
 from .store import inbox
 from .inbound import receive
+from .domain.timeline import EntryKind, TimelineEntry, Visibility
+from .store.changes import describe_assignment, lock_visible_any, record
 from .store.outbox import write_event
 from .store.snapshot import load_snapshot
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 SOURCE = "case-store"
 QUEUES: list[str] = [
     "case-store.inbound", "case-store.decisions", "case-store.outcomes", "case-store.agents",
+    "case-store.escalations",
 ]
 
 
@@ -46,6 +51,10 @@ def register(bus: Bus, pool: asyncpg.Pool, reopen_window: timedelta) -> None:
     @bus.subscriber("case-store.agents", ["agent.action"], AgentAction)
     async def agent_actions(event: Envelope[AgentAction]) -> None:
         await agents.apply(pool, event)
+
+    @bus.subscriber("case-store.escalations", ["case.escalation_decided"], EscalationDecided)
+    async def escalations(event: Envelope[EscalationDecided]) -> None:
+        await apply_escalation(pool, event)
 
     @bus.subscriber("case-store.decisions", ["case.route_decided"], RouteDecided)
     async def decisions(event: Envelope[RouteDecided]) -> None:
@@ -75,6 +84,15 @@ async def apply_route_decision(pool: asyncpg.Pool, event: Envelope[RouteDecided]
             priority=decision.priority.value,
             rule=decision.rule,
             status=rules.status_after_routing(case.status),
+        )
+        await conn.execute(
+            "UPDATE cases SET sla_policy = coalesce($2, sla_policy), region = coalesce($3, region), "
+            "first_response_warn_at = coalesce($4, first_response_warn_at), "
+            "first_response_due = coalesce($5, first_response_due), "
+            "resolution_warn_at = coalesce($6, resolution_warn_at), "
+            "resolution_due = coalesce($7, resolution_due) WHERE id = $1",
+            case.id, decision.sla_policy, decision.region, decision.first_response_warn_at,
+            decision.first_response_due, decision.resolution_warn_at, decision.resolution_due,
         )
         if decision.tags:
             await conn.execute(
@@ -118,3 +136,36 @@ async def record_notification(pool: asyncpg.Pool, event: Envelope[NotificationOu
         "notification outcome recorded",
         extra={"ref": outcome.ref, "outcome": outcome.outcome, "template": outcome.template},
     )
+
+
+async def apply_escalation(pool: asyncpg.Pool, event: Envelope[EscalationDecided]) -> None:
+    """Move a breached case where the router says, raise its priority, tell everyone."""
+    decision = event.data
+    async with pool.acquire() as conn, conn.transaction():
+        if not await inbox.claim(conn, "escalations", event.id):
+            return
+        case = await lock_visible_any(conn, decision.ref)
+        if case is None:
+            raise Reject(f"no case with reference {decision.ref}")
+        assignee_id = None
+        if decision.assignee:
+            assignee_id = await conn.fetchval(
+                "SELECT id FROM users WHERE handle = $1 AND active", decision.assignee
+            )
+        before = await describe_assignment(conn, case)
+        await conn.execute(
+            "UPDATE cases SET team = coalesce($2, team), assignee_id = CASE WHEN $2 IS NULL "
+            "THEN coalesce($3, assignee_id) ELSE $3 END, priority = coalesce($4, priority) "
+            "WHERE id = $1",
+            case.id, decision.team, assignee_id,
+            decision.priority.value if decision.priority else None,
+        )
+        after = await describe_assignment(conn, case)
+        target = decision.assignee or decision.team or before
+        body = f"Escalated ({decision.clock} breached): {before} -> {after}. {decision.reason}"
+        entry = TimelineEntry(EntryKind.ESCALATION, "router", Visibility.INTERNAL, body[:1000],
+                              {"clock": decision.clock, "priority": case.priority})
+        await record(conn, case, entry, CaseChange.ESCALATED, actor="router", actor_user_id=None,
+                     correlation_id=event.correlationid, cause=event.id, previous=before,
+                     escalated_to=target, clock=decision.clock)
+    log.info("case escalated", extra={"ref": decision.ref, "to": target})

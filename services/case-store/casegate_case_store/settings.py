@@ -21,3 +21,6 @@ class Settings(ServiceSettings):
     reopen_window_days: int = Field(
         14, ge=0, description="A reply this soon after resolution reopens; later: a linked case"
     )
+    sla_sweep_s: float = Field(
+        1.0, gt=0, description="Longest wait between SLA sweeps (it wakes at the next due time)"
+    )

@@ -67,6 +67,20 @@ async def lock_visible(conn: asyncpg.Connection, ref: str, who: Principal) -> Lo
     )
 
 
+async def lock_visible_any(conn: asyncpg.Connection, ref: str) -> LockedCase | None:
+    """The case, locked, for the services themselves (no user's visibility applies)."""
+    row = await conn.fetchrow(
+        "SELECT id, ref, status, team, assignee_id, priority, pending_since, customer_id "
+        "FROM cases WHERE ref = $1 FOR UPDATE", ref,
+    )
+    if row is None:
+        return None
+    return LockedCase(
+        row["id"], row["ref"], CaseStatus(row["status"]), row["team"], row["assignee_id"],
+        row["priority"], row["pending_since"], row["customer_id"],
+    )
+
+
 async def audit(
     conn: asyncpg.Connection,
     who: Principal | None,

@@ -1,0 +1,158 @@
+"""The SLA sweeper with several replicas and a SIGKILL: every running clock gets exactly one
+warning and one breach, none lost, none doubled; paused and met clocks stay quiet; a route
+decision sets the due times; an escalation decision moves the case."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from typing import Any
+
+import asyncpg
+from tests.conftest import eventually, free_port
+from tests.integration.test_case_store_service import Observer, running
+
+from casegate_case_store.settings import Settings
+from casegate_shared.bus import Bus
+from casegate_shared.events import EscalationDecided, Priority, envelope
+from casegate_shared.settings import BusSettings
+
+SEED = """
+INSERT INTO customers (id, name) VALUES (1, 'Pat') ON CONFLICT DO NOTHING;
+"""
+CASES = """
+INSERT INTO cases (ref, customer_id, channel, subject, status, priority, team,
+                   first_response_warn_at, first_response_due)
+SELECT 'CS-' || lpad(g::text, 6, 'A'), 1, 'email', 'case ' || g, $2, 'P2', 'billing',
+       now() + make_interval(secs => $3), now() + make_interval(secs => $4)
+FROM generate_series($5::int, $5::int + $1 - 1) g
+"""
+
+
+async def seed(db: asyncpg.Connection, n: int, *, start: int = 1, status: str = "open",
+               warn_in: float = 0.5, due_in: float = 1.0) -> None:
+    await db.execute(SEED)
+    await db.execute(CASES, n, status, warn_in, due_in, start)
+
+
+def sla_events(received: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    return Counter((e["subject"], e["type"]) for e in received
+                   if e["type"] in ("case.sla_warning", "case.sla_breached"))
+
+
+def drain(observer: Observer) -> list[dict[str, Any]]:
+    found = []
+    while not observer.received.empty():
+        found.append(observer.received.get_nowait())
+    return found
+
+
+async def test_two_replicas_raise_each_warning_and_breach_exactly_once(
+    bus_settings: BusSettings, clean_db: str
+) -> None:
+    observer = Observer(bus_settings, ["case.#"])
+    await observer.start()
+    base = dict(**bus_settings.model_dump(), database_url=clean_db, sla_sweep_s=0.05,
+                outbox_poll_s=0.2)
+    db = await asyncpg.connect(clean_db)
+    try:
+        await seed(db, 500)
+        await seed(db, 20, start=900, status="pending_customer")  # paused: never raised
+        async with running(Settings(**base, case_store_port=free_port())), \
+                running(Settings(**base, case_store_port=free_port())):
+            async def done() -> bool:
+                return await db.fetchval(
+                    "SELECT count(*) FROM cases WHERE first_response_breached") == 500 and \
+                    await db.fetchval("SELECT count(*) FROM outbox") == 0
+
+            await eventually(done, timeout=60)
+            await asyncio.sleep(1.0)
+        received = drain(observer)
+        ids = Counter(e["id"] for e in received)
+        assert max(ids.values()) == 1
+        counts = sla_events(received)
+        assert len(counts) == 1000 and set(counts.values()) == {1}
+        assert not any(ref.startswith("CS-AAA9") for ref, _ in counts)  # the paused ones
+        warned = await db.fetchval("SELECT count(*) FROM timeline_entries WHERE kind = 'sla'")
+        assert warned == 1000
+    finally:
+        await db.close()
+        await observer.close()
+
+
+async def test_a_replica_killed_mid_sweep_loses_and_doubles_nothing(
+    bus_settings: BusSettings, clean_db: str
+) -> None:
+    observer = Observer(bus_settings, ["case.#"])
+    await observer.start()
+    db = await asyncpg.connect(clean_db)
+    bus_env = {f"CASEGATE_{k.upper()}": str(v) for k, v in bus_settings.model_dump().items()}
+    env = {**os.environ, **bus_env, "CASEGATE_DATABASE_URL": clean_db,
+           "CASEGATE_CASE_STORE_PORT": str(free_port()), "CASEGATE_SLA_SWEEP_S": "0.05",
+           "CASEGATE_LOG_LEVEL": "WARNING"}
+    total = 2000
+    try:
+        await seed(db, total, warn_in=3.0, due_in=3.5)
+        victim = subprocess.Popen([sys.executable, "-m", "casegate_case_store"], env=env)
+
+        async def sweeping() -> bool:
+            return await db.fetchval(
+                "SELECT count(*) FROM cases WHERE first_response_warned") > 0
+
+        await eventually(sweeping, timeout=30)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        survivor = Settings(**bus_settings.model_dump(), database_url=clean_db,
+                            sla_sweep_s=0.05, outbox_poll_s=0.2, case_store_port=free_port())
+        async with running(survivor):
+            async def done() -> bool:
+                return await db.fetchval(
+                    "SELECT count(*) FROM cases WHERE first_response_breached") == total and \
+                    await db.fetchval("SELECT count(*) FROM outbox") == 0
+
+            await eventually(done, timeout=90)
+            await asyncio.sleep(1.0)
+        counts = sla_events(drain(observer))
+        # The killed replica may have published a batch and died before deleting it from
+        # the outbox: the survivor republishes it under the same event ids (consumers
+        # dedupe on the id). Per case and clock there is still one event identity each.
+        assert len(counts) == 2 * total
+        entries = await db.fetchval("SELECT count(*) FROM timeline_entries WHERE kind = 'sla'")
+        assert entries == 2 * total
+    finally:
+        await db.close()
+        await observer.close()
+
+
+async def test_route_decision_sets_due_times_and_escalation_moves_the_case(
+    bus_settings: BusSettings, clean_db: str, publisher: Bus
+) -> None:
+    observer = Observer(bus_settings, ["case.escalated"])
+    await observer.start()
+    db = await asyncpg.connect(clean_db)
+    settings = Settings(**bus_settings.model_dump(), database_url=clean_db, sla_sweep_s=0.05,
+                        case_store_port=free_port())
+    try:
+        await seed(db, 1, warn_in=3600, due_in=7200)
+        await db.execute("INSERT INTO users (handle, name, roles) VALUES "
+                         "('lead', 'Lead', '{supervisor}')")
+        ref = await db.fetchval("SELECT ref FROM cases")
+        async with running(settings):
+            decision = EscalationDecided(ref=ref, clock="first_response", team="escalations",
+                                         assignee="lead", priority=Priority.P1,
+                                         reason="billing breaches go to escalations")
+            await publisher.publish(envelope(decision, source="router", subject=ref))
+            (escalated,) = await observer.take()
+        assert escalated["type"] == "case.escalated"
+        assert escalated["data"]["escalated_to"] == "lead"
+        snap = escalated["data"]["case"]
+        assert (snap["team"], snap["assignee"], snap["priority"]) == ("escalations", "lead", "P1")
+        body = await db.fetchval("SELECT body FROM timeline_entries WHERE kind = 'escalation'")
+        assert "billing/(unassigned) -> escalations/lead" in body
+    finally:
+        await db.close()
+        await observer.close()
