@@ -397,7 +397,7 @@ async def test_readiness_reports_each_dependency(
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/readyz") as resp:
             assert resp.status == 200
-            assert (await resp.json())["checks"] == ["bus", "database", "outbox"]
+            assert (await resp.json())["checks"] == ["bus", "database", "outbox", "sla"]
         async with http.get(f"{base}/metrics") as resp:
             assert "casegate_outbox_lag_seconds" in await resp.text()
 
