@@ -78,6 +78,9 @@ class MessageKind(StrEnum):
     MESSAGE = "message"
     AUTO_REPLY = "auto_reply"  # RFC 3834 Auto-Submitted, vacation responders, bulk/list mail
     BOUNCE = "bounce"  # a delivery status notification about mail we sent
+    OPT_OUT = "opt_out"  # SMS STOP and its synonyms: never text this number again
+    OPT_IN = "opt_in"  # SMS START: texting is allowed again
+    HELP = "help"  # SMS HELP: the provider answers it; recorded, nothing opened
 
 
 class AttachmentRef(BaseModel):

@@ -14,6 +14,7 @@ from casegate_shared.events import (
     AgentAction,
     CaseChange,
     CaseRouted,
+    DeliveryUpdated,
     EscalationDecided,
     Envelope,
     MessageReceived,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 SOURCE = "case-store"
 QUEUES: list[str] = [
     "case-store.inbound", "case-store.decisions", "case-store.outcomes", "case-store.agents",
-    "case-store.escalations",
+    "case-store.escalations", "case-store.deliveries",
 ]
 
 
@@ -55,6 +56,10 @@ def register(bus: Bus, pool: asyncpg.Pool, reopen_window: timedelta) -> None:
     @bus.subscriber("case-store.escalations", ["case.escalation_decided"], EscalationDecided)
     async def escalations(event: Envelope[EscalationDecided]) -> None:
         await apply_escalation(pool, event)
+
+    @bus.subscriber("case-store.deliveries", ["notification.delivery_updated"], DeliveryUpdated)
+    async def deliveries(event: Envelope[DeliveryUpdated]) -> None:
+        await record_delivery_update(pool, event)
 
     @bus.subscriber("case-store.decisions", ["case.route_decided"], RouteDecided)
     async def decisions(event: Envelope[RouteDecided]) -> None:
@@ -169,3 +174,21 @@ async def apply_escalation(pool: asyncpg.Pool, event: Envelope[EscalationDecided
                      correlation_id=event.correlationid, cause=event.id, previous=before,
                      escalated_to=target, clock=decision.clock)
     log.info("case escalated", extra={"ref": decision.ref, "to": target})
+
+
+async def record_delivery_update(pool: asyncpg.Pool, event: Envelope[DeliveryUpdated]) -> None:
+    """A provider's later word on a sent message (delivered, undelivered, failed)."""
+    update = event.data
+    async with pool.acquire() as conn, conn.transaction():
+        if not await inbox.claim(conn, "deliveries", event.id):
+            return
+        case_id = await repo.case_id(conn, update.ref)
+        if case_id is None:
+            raise Reject(f"no case with reference {update.ref}")
+        await conn.execute(
+            "UPDATE deliveries SET status = $3, reason = coalesce($4, reason), updated_at = now() "
+            "WHERE provider = $1 AND provider_message_id = $2",
+            update.provider, update.provider_message_id, update.status, update.error_code,
+        )
+        await repo.add_entry(conn, case_id, timeline.delivery_update(update), event.correlationid)
+    log.info("delivery update recorded", extra={"ref": update.ref, "status": update.status})

@@ -25,6 +25,13 @@ from .store.snapshot import load_snapshot
 
 log = logging.getLogger(__name__)
 
+KEYWORDS = {MessageKind.OPT_OUT, MessageKind.OPT_IN, MessageKind.HELP}
+KEYWORD_WORDS = {
+    MessageKind.OPT_OUT: "Customer texted a stop keyword: no more SMS to this number",
+    MessageKind.OPT_IN: "Customer texted a start keyword: SMS allowed again",
+    MessageKind.HELP: "Customer texted a help keyword",
+}
+
 _CANDIDATE = (
     "SELECT id, ref, customer_id, status, resolved_at FROM cases WHERE {where} "
     "AND merged_into_id IS NULL ORDER BY id DESC LIMIT 1"
@@ -64,6 +71,9 @@ async def receive(pool: asyncpg.Pool, event: Envelope[MessageReceived], reopen_w
             return
         identities = rules.sender_identities(msg.sender)
         customer = await repo.find_or_create_customer(conn, identities, msg.sender.name)
+        if msg.kind in KEYWORDS:
+            await keyword(conn, event, customer.id)
+            return
         await conn.execute("UPDATE customers SET last_channel = $2 WHERE id = $1",
                            customer.id, msg.channel.value)
         found = await candidates(conn, msg, customer.id)
@@ -166,3 +176,24 @@ async def bounced(conn: asyncpg.Connection, event: Envelope[MessageReceived]) ->
     await record(conn, case, timeline.bounce(bounce), CaseChange.BOUNCED, actor="mailer",
                  actor_user_id=None, correlation_id=event.correlationid, cause=event.id,
                  reply_to=bounce.recipient)
+
+
+async def keyword(conn: asyncpg.Connection, event: Envelope[MessageReceived], customer_id: int) -> None:
+    """STOP/START change the number's opt-out (our own suppression list: the provider's only
+    covers one sending number); nothing opens and nothing is acknowledged."""
+    msg = event.data
+    phone = rules.normalize_phone(msg.sender.phone or "")
+    if msg.kind is not MessageKind.HELP and phone:
+        await conn.execute(
+            "UPDATE customer_identities SET opted_out_at = CASE WHEN $2 THEN "
+            "coalesce(opted_out_at, now()) ELSE NULL END WHERE kind = 'phone' AND value = $1",
+            phone, msg.kind is MessageKind.OPT_OUT,
+        )
+    row = await conn.fetchrow(_CANDIDATE.format(
+        where="customer_id = $1 AND status NOT IN ('resolved', 'closed')"), customer_id)
+    if row is not None:
+        entry = timeline.TimelineEntry(timeline.EntryKind.DELIVERY, "customer",
+                                       timeline.Visibility.INTERNAL, KEYWORD_WORDS[msg.kind],
+                                       {"keyword": msg.kind.value})
+        await repo.add_entry(conn, row["id"], entry, event.correlationid)
+    log.info("sms keyword applied", extra={"kind": msg.kind.value})

@@ -1,4 +1,5 @@
-"""Intake's application factory: the bus, the web form routes and the ops routes."""
+"""Intake's application factory: the bus, the web form and provider webhook routes, the ops
+routes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from casegate_shared.observability import add_ops_routes
 from . import handlers
 from .http import BUS, SETTINGS, add_routes
 from .settings import Settings
+from .webhooks import add_webhook_routes
 
 __all__ = ["BUS", "SETTINGS", "init_app"]
 
@@ -32,6 +34,7 @@ async def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_bus)
     add_routes(app)
+    add_webhook_routes(app, settings)
 
     async def bus_ready() -> None:
         await app[BUS].check_ready()

@@ -10,6 +10,7 @@ from typing import Any
 from casegate_shared.events import (
     Bounce,
     Channel,
+    DeliveryUpdated,
     MessageReceived,
     NotificationOutcome,
     RouteDecided,
@@ -81,6 +82,18 @@ def message_in(msg: MessageReceived, joined_by: str | None = None) -> TimelineEn
         visibility=Visibility.PUBLIC,
         body=msg.body,
         data=data,
+    )
+
+
+def delivery_update(update: DeliveryUpdated) -> TimelineEntry:
+    code = f" (error {update.error_code})" if update.error_code else ""
+    return TimelineEntry(
+        kind=EntryKind.DELIVERY,
+        actor=update.provider,
+        visibility=Visibility.INTERNAL,
+        body=f"{update.provider} reports the message {update.status}{code}",
+        data={"provider_message_id": update.provider_message_id, "status": update.status,
+              "error_code": update.error_code, "notification_key": update.notification_key},
     )
 
 

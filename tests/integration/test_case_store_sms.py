@@ -1,0 +1,104 @@
+"""SMS keywords and delivery reports in case-store: STOP suppresses the number (and opens
+nothing), START lifts it, and a provider's status callback lands on the case and its
+delivery record."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp import web
+from tests.conftest import eventually
+from tests.integration.test_case_store_service import Observer, running, settings  # noqa: F401
+
+from casegate_case_store.settings import Settings
+from casegate_shared.bus import Bus
+from casegate_shared.events import (
+    Channel, DeliveryUpdated, MessageKind, MessageReceived, NotificationOutcome, Sender,
+    envelope, utcnow,
+)
+from casegate_shared.settings import BusSettings
+
+PHONE = "+15550002222"
+
+
+@pytest.fixture
+async def db(clean_db: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(clean_db)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def observer(bus_settings: BusSettings) -> AsyncIterator[Observer]:
+    obs = Observer(bus_settings, ["case.#"])
+    await obs.start()
+    yield obs
+    await obs.close()
+
+
+@pytest.fixture
+async def service(settings: Settings, observer: Observer) -> AsyncIterator[web.Application]:  # noqa: F811
+    async with running(settings) as app:
+        yield app
+
+
+def sms(sid: str, body: str, kind: MessageKind = MessageKind.MESSAGE) -> object:
+    msg = MessageReceived(channel=Channel.SMS, dedupe_key=f"twilio:{sid}",
+                          sender=Sender(phone=PHONE), subject="", body=body,
+                          received_at=utcnow(), kind=kind)
+    return envelope(msg, source="intake", routing_key="message.received.sms")
+
+
+async def test_stop_suppresses_the_number_without_opening_a_case_and_start_lifts_it(
+    service: web.Application, publisher: Bus, observer: Observer, db: asyncpg.Connection
+) -> None:
+    await publisher.publish(sms("SM1", "my parcel is late"))
+    (opened,) = await observer.take()
+    assert opened["data"]["case"]["customer"]["opted_out"] == []
+    await publisher.publish(sms("SM2", "STOP", MessageKind.OPT_OUT))
+
+    async def opted_out() -> bool:
+        return await db.fetchval("SELECT opted_out_at IS NOT NULL FROM customer_identities "
+                                 "WHERE value = $1", PHONE)
+
+    await eventually(opted_out)
+    await observer.assert_quiet()  # no case, no announcement, so no acknowledgement
+    assert await db.fetchval("SELECT count(*) FROM cases") == 1
+    note = await db.fetchval("SELECT body FROM timeline_entries WHERE kind = 'delivery'")
+    assert "stop keyword" in note
+    await publisher.publish(sms("SM3", "START", MessageKind.OPT_IN))
+
+    async def opted_in() -> bool:
+        return not await opted_out()
+
+    await eventually(opted_in)
+
+
+async def test_a_status_callback_lands_on_the_case_and_its_delivery_record(
+    service: web.Application, publisher: Bus, observer: Observer, db: asyncpg.Connection
+) -> None:
+    await publisher.publish(sms("SM9", "hello"))
+    (opened,) = await observer.take()
+    ref = opened["data"]["ref"]
+    sent = NotificationOutcome(ref=ref, notification_key="k1", channel=Channel.SMS,
+                               recipient=PHONE, template="case_opened", provider="twilio",
+                               outcome="sent", provider_message_id="SMout1")
+    await publisher.publish(envelope(sent, source="notifier", routing_key="notification.sent"))
+    update = DeliveryUpdated(ref=ref, notification_key="k1", provider="twilio",
+                             provider_message_id="SMout1", status="undelivered",
+                             error_code="30003")
+
+    async def recorded() -> bool:
+        return await db.fetchval("SELECT count(*) FROM deliveries") == 1
+
+    await eventually(recorded)
+    await publisher.publish(envelope(update, source="intake", subject=ref))
+
+    async def updated() -> bool:
+        return await db.fetchval("SELECT status FROM deliveries") == "undelivered"
+
+    await eventually(updated)
+    body = await db.fetchval("SELECT body FROM timeline_entries WHERE kind = 'delivery'")
+    assert body == "twilio reports the message undelivered (error 30003)"
