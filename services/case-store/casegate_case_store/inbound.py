@@ -70,12 +70,12 @@ async def receive(pool: asyncpg.Pool, event: Envelope[MessageReceived], reopen_w
             await bounced(conn, event)
             return
         identities = rules.sender_identities(msg.sender)
-        customer = await repo.find_or_create_customer(conn, identities, msg.sender.name)
+        customer = await repo.find_or_create_customer(
+            conn, identities, msg.sender.name, msg.channel.value
+        )
         if msg.kind in KEYWORDS:
             await keyword(conn, event, customer.id)
             return
-        await conn.execute("UPDATE customers SET last_channel = $2 WHERE id = $1",
-                           customer.id, msg.channel.value)
         found = await candidates(conn, msg, customer.id)
         thread = decide(found, customer.id, datetime.now(UTC), reopen_window)
         if msg.kind is MessageKind.AUTO_REPLY and thread.outcome is not Outcome.JOIN:
@@ -133,7 +133,7 @@ async def open_new(conn: asyncpg.Connection, event: Envelope[MessageReceived],
     if thread.outcome is Outcome.NEW_LINKED:
         await conn.execute("UPDATE cases SET parent_id = $2 WHERE id = $1", opened.id,
                            thread.case_id)
-    token = await repo.issue_tracking_token(conn, opened.id)
+    token = opened.tracking_token
     await _remember_message_id(conn, opened.id, msg)
     await repo.add_entry(conn, opened.id, timeline.message_in(msg, joined_by=thread.reason),
                          event.correlationid)

@@ -65,7 +65,7 @@ async def case_create(call: Call[NoInput, NewCase]) -> Created:
         customer = await repo.find_or_create_customer(conn, identities, sender.name)
         case = dataclasses.replace(rules.new_case(message), priority=new.priority)
         opened = await repo.open_case(conn, rules.candidate_refs(None), customer.id, case)
-        token = await repo.issue_tracking_token(conn, opened.id)
+        token = opened.tracking_token
         entry = timeline.registered(message, call.who.handle)
         await repo.add_entry(conn, opened.id, entry, call.correlation_id, call.who.user_id)
         await conn.execute(

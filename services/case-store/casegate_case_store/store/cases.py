@@ -33,6 +33,7 @@ class OpenedCase:
     id: int
     ref: str
     created_at: datetime
+    tracking_token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +43,22 @@ class LockedCase:
 
 
 async def find_or_create_customer(
-    conn: asyncpg.Connection, identities: list[Identity], name: str | None
+    conn: asyncpg.Connection,
+    identities: list[Identity],
+    name: str | None,
+    channel: str | None = None,
 ) -> Customer:
-    """The customer owning the first known identity, or a new one owning them all."""
+    """The customer owning the first known identity, or a new one owning them all.
+    `channel` (where they just wrote from) becomes their last channel in the same statement:
+    the preferred channel defaults to it."""
     for identity in identities:
         row = await conn.fetchrow(
-            "SELECT c.id, c.name FROM customer_identities i "
-            "JOIN customers c ON c.id = i.customer_id WHERE i.kind = $1 AND i.value = $2",
+            "UPDATE customers c SET last_channel = coalesce($3, c.last_channel) "
+            "FROM customer_identities i WHERE i.kind = $1 AND i.value = $2 "
+            "AND c.id = i.customer_id RETURNING c.id, c.name",
             identity.kind.value,
             identity.value,
+            channel,
         )
         if row is not None:
             customer = Customer(row["id"], row["name"])
@@ -62,14 +70,14 @@ async def find_or_create_customer(
                 )
                 customer = Customer(customer.id, name)
             return customer
-    return await _create_customer(conn, identities, name)
+    return await _create_customer(conn, identities, name, channel)
 
 
 async def _create_customer(
-    conn: asyncpg.Connection, identities: list[Identity], name: str | None
+    conn: asyncpg.Connection, identities: list[Identity], name: str | None, channel: str | None
 ) -> Customer:
     customer_id: int = await conn.fetchval(
-        "INSERT INTO customers (name) VALUES ($1) RETURNING id", name
+        "INSERT INTO customers (name, last_channel) VALUES ($1, $2) RETURNING id", name, channel
     )
     if not identities:
         return Customer(customer_id, name)  # nothing to recognise them by next time
@@ -85,7 +93,7 @@ async def _create_customer(
         # A concurrent message from the same person committed them first (the insert waited
         # for it): drop our half-made customer and join theirs.
         await conn.execute("DELETE FROM customers WHERE id = $1", customer_id)
-        return await find_or_create_customer(conn, identities, name)
+        return await find_or_create_customer(conn, identities, name, channel)
     if len(identities) > 1:
         await _attach(conn, customer_id, identities[1:])
     return Customer(customer_id, name)
@@ -115,12 +123,15 @@ async def case_of_customer(conn: asyncpg.Connection, ref: str, customer_id: int)
 async def open_case(
     conn: asyncpg.Connection, refs: Iterator[str], customer_id: int, case: NewCase
 ) -> OpenedCase:
-    """Insert the case under the first free reference from `refs`."""
+    """Insert the case under the first free reference from `refs`, with a fresh tracking
+    token for the customer (only its hash is stored; the token itself is returned once)."""
+    token = secrets.token_urlsafe(18)
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
     for _, ref in zip(range(MAX_REF_TRIES), refs, strict=False):
         row = await conn.fetchrow(
-            "INSERT INTO cases (ref, customer_id, channel, subject, description, status, priority) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (ref) DO NOTHING "
-            "RETURNING id, created_at",
+            "INSERT INTO cases (ref, customer_id, channel, subject, description, status, priority, "
+            "tracking_token_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT (ref) DO NOTHING RETURNING id, created_at",
             ref,
             customer_id,
             case.channel.value,
@@ -128,9 +139,10 @@ async def open_case(
             case.description,
             case.status.value,
             case.priority.value,
+            token_hash,
         )
         if row is not None:
-            return OpenedCase(row["id"], ref, row["created_at"])
+            return OpenedCase(row["id"], ref, row["created_at"], token)
     raise RuntimeError(f"no free case reference after {MAX_REF_TRIES} tries")
 
 
@@ -190,17 +202,6 @@ async def add_entry(
         actor_user_id,
     )
     return entry_id
-
-
-async def issue_tracking_token(conn: asyncpg.Connection, case_id: int) -> str:
-    """The customer's key to the tracking page; only its hash stays here."""
-    token = secrets.token_urlsafe(18)
-    await conn.execute(
-        "UPDATE cases SET tracking_token_hash = $2 WHERE id = $1",
-        case_id,
-        hashlib.sha256(token.encode()).hexdigest(),
-    )
-    return token
 
 
 async def record_delivery(
