@@ -241,8 +241,11 @@ class RouteDecided(Payload):
     rule: str
     tags: list[str] = Field(default_factory=list)
     explanation: list[RuleVerdict]
-    rules_version: str | None = Field(None, description="Which rules file decided (hot reload)")
-    sla_policy: str | None = None
+    rules_version: str | None = Field(None, description="sha256 (12 hex) of the rules that decided")
+    sla_policy: str | None = Field(None, description="SLA policy the case's clocks follow")
+    assignment: str | None = Field(
+        None, description="round_robin|least_open|skills|capacity; None: the team's own"
+    )
     region: str | None = None
     first_response_warn_at: datetime | None = None
     first_response_due: datetime | None = Field(None, description="The hard limit (maximum)")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from casegate_router.domain import Message
+from casegate_router.domain.business_time import BusinessCalendar
+from casegate_router.domain.case_conditions import Calendars
 from casegate_router.domain.rules import When
-from casegate_shared.events import Channel
+from casegate_shared.events import Channel, Priority
 
 
 def judge(
@@ -212,6 +217,10 @@ def test_deciding_compiles_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         {
             "keywords": ["refund", "late fee"],
             "subject_regex": "^order",
+            "body_regex": r"fee\b",
+            "sender_domain": ["example.com"],
+            "sender_phone": ["+43*"],
+            "business_hours": True,
             "any": [{"channel": ["sms"]}],
         }
     ).compile()
@@ -221,9 +230,157 @@ def test_deciding_compiles_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in ("compile", "search", "match", "fullmatch", "findall", "finditer", "_compile"):
         monkeypatch.setattr(re, name, refuse)
-    assert check(Message(Channel.SMS, "order 1", "late  fee"))[0] is True
+    monday_noon = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
+    message = Message(Channel.SMS, "order 1", "late  fee", sender_email="a@example.com",
+                      sender_phone="+4366412345", at=monday_noon)
+    assert check(message)[0] is True
 
 
 def test_unicode_words_are_whole_words_too() -> None:
     assert judge({"keywords": ["rückerstattung"]}, subject="Bitte RÜCKERSTATTUNG")[0] is True
     assert judge({"keywords": ["rück"]}, subject="Rückerstattung")[0] is False
+
+
+# --- conditions on the sender, the customer, the case and the time -----------------------
+
+MONDAY_NOON_BERLIN = datetime(2025, 1, 6, 11, 0, tzinfo=UTC)
+SUNDAY_BERLIN = datetime(2025, 1, 5, 11, 0, tzinfo=UTC)
+CALENDARS = Calendars(
+    {
+        "emea": BusinessCalendar("Europe/Berlin", [[(540, 1020)]] * 5 + [[], []]),
+        "apac": BusinessCalendar("Asia/Tokyo", [[(540, 1080)]] * 5 + [[], []]),
+    },
+    "emea",
+)
+
+
+def around(when: dict[str, Any], **facts: Any) -> tuple[bool, str]:
+    check = When.model_validate(when).compile(CALENDARS)
+    message = Message(Channel(facts.pop("channel", "email")), facts.pop("subject", ""),
+                      facts.pop("body", ""), **facts)
+    matched, reason = check(message)
+    return matched, reason
+
+
+CASE_FACTS: list[tuple[str, dict[str, Any], dict[str, Any], bool, str]] = [
+    ("sender address listed, any case", {"sender_address": ["Ada@Example.com", "bob@example.com"]},
+     {"sender_email": "ada@EXAMPLE.com"}, True, "sender is one of the 2 listed addresses"),
+    ("sender address not listed", {"sender_address": ["ada@example.com"]},
+     {"sender_email": "eve@example.com"}, False, "sender is not one of the 1 listed address"),
+    ("no sender address", {"sender_address": ["ada@example.com"]}, {}, False,
+     "no sender email address known"),
+    ("sender domain", {"sender_domain": ["example.com"]}, {"sender_email": "ada@example.com"},
+     True, "sender domain is example.com"),
+    ("sender subdomain", {"sender_domain": ["@Example.com"]}, {"sender_email": "ada@mail.example.com"},
+     True, "sender domain is example.com (a subdomain)"),
+    ("lookalike domain is not a subdomain", {"sender_domain": ["example.com"]},
+     {"sender_email": "ada@badexample.com"}, False, "sender domain is not example.com"),
+    ("sender phone, written any way", {"sender_phone": ["+49 (30) 123-4567"]},
+     {"sender_phone": "+49301234567"}, True, "sender phone is a listed number"),
+    ("sender phone prefix", {"sender_phone": ["+43*", "+49 30 1234567"]},
+     {"sender_phone": "+436641234567"}, True, "sender phone matches +43*"),
+    ("sender phone no match", {"sender_phone": ["+43*", "+49 30 1234567"]},
+     {"sender_phone": "+15551234567"}, False, "sender phone does not match +43*, 1 listed number"),
+    ("customer tag", {"customer_tags": ["vip", "press"]}, {"customer_tags": frozenset({"press"})},
+     True, "customer is tagged press"),
+    ("customer tag missing", {"customer_tags": ["vip"]}, {}, False, "customer has none of the tags vip"),
+    ("customer tier", {"customer_tier": ["gold"]}, {"customer_tier": "gold"}, True, "customer tier is gold"),
+    ("other customer tier", {"customer_tier": ["gold"]}, {"customer_tier": "free"}, False,
+     "customer tier free is not gold"),
+    ("unknown customer tier", {"customer_tier": ["gold"]}, {}, False, "customer tier unknown"),
+    ("region", {"region": ["apac"]}, {"region": "apac"}, True, "region is apac"),
+    ("no region", {"region": ["apac"]}, {}, False, "region unknown"),
+    ("priority", {"priority": ["P1", "P2"]}, {"priority": Priority.P2}, True, "priority is P2"),
+    ("other priority", {"priority": ["P1"]}, {"priority": Priority.P3}, False, "priority P3 is not P1"),
+    ("inside business hours of the default region", {"business_hours": True},
+     {"at": MONDAY_NOON_BERLIN}, True, "arrived inside business hours of region emea"),
+    ("outside business hours: Sunday", {"business_hours": False}, {"at": SUNDAY_BERLIN}, True,
+     "arrived outside business hours of region emea"),
+    ("business hours of the case's region", {"business_hours": True},
+     {"at": MONDAY_NOON_BERLIN, "region": "apac"}, False, "arrived outside business hours of region apac"),
+    ("an unknown region falls back to the default", {"business_hours": True},
+     {"at": MONDAY_NOON_BERLIN, "region": "mars"}, True, "arrived inside business hours of region emea"),
+    ("time not known", {"business_hours": False}, {}, False, "the time the message arrived is not known"),
+    ("body regex", {"body_regex": r"order #?\d{6}"}, {"body": "about order #123456"}, True,
+     r"body matches /order #?\d{6}/"),
+    ("body regex ignores the subject", {"body_regex": "order"}, {"subject": "order"}, False,
+     "body does not match /order/"),
+]
+
+
+@pytest.mark.parametrize(
+    ("when", "facts", "matched", "reason"),
+    [pytest.param(w, f, m, r, id=c) for c, w, f, m, r in CASE_FACTS],
+)
+def test_case_condition(when: dict[str, Any], facts: dict[str, Any], matched: bool, reason: str) -> None:
+    assert around(when, **facts) == (matched, reason)
+
+
+GERMAN = "Guten Tag, ich habe eine Frage zu meiner Rechnung vom letzten Monat und bitte um Hilfe."
+FRENCH = "Bonjour, je voudrais un remboursement pour ma commande de la semaine dernière, merci."
+
+
+@pytest.mark.parametrize(
+    ("text", "matched", "reason"),
+    [
+        (GERMAN, True, "language is de"),
+        (FRENCH, False, "language fr is not de, nl"),
+        ("Hallo, Rechnung?", False, "too little text to judge its language"),
+    ],
+)
+def test_language(text: str, matched: bool, reason: str) -> None:
+    assert around({"language": ["de", "nl"]}, body=text) == (matched, reason)
+
+
+def test_language_detection_is_the_same_every_time() -> None:
+    mixed = "Hello hallo bonjour, refund Rechnung remboursement, thanks danke merci beaucoup!"
+    answers = {Message(Channel.EMAIL, "", mixed).language for _ in range(20)}
+    assert len(answers) == 1
+
+
+# --- regular expressions that could run away -----------------------------------------------
+
+UNSAFE = [
+    ("(a+)+$", "a repeat inside a repeat"),
+    (r"(\w*\s?)*end", "a repeat inside a repeat"),
+    (r"^(\d+)*$", "a repeat inside a repeat"),
+    ("(a|ab)*c", "alternatives under a repeat"),
+    ("(?:x|x)+y", "alternatives under a repeat"),
+    (".*.*=", "two repeats in a row"),
+    (r"\d+\d*x", "two repeats in a row"),
+    (r"\s*\s?\s*$", "two repeats in a row"),
+    (r"(a+)\1", "backreferences"),
+]
+SAFE = [
+    r"(?i)^\[urgent\]",
+    r"order #?\d{6}",
+    r"(foo|bar)+baz",
+    r"\w+@\w+\.com",
+    r"\s*\w+\s*",
+    r"(?>(a+))+$",
+    r"(?:a+)++$",
+    r"(ab?)+",
+    r".*x",
+]
+
+
+@pytest.mark.parametrize(("pattern", "why"), UNSAFE)
+def test_patterns_that_could_run_away_are_refused(pattern: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=f"refused regular expression: {why}"):
+        When.model_validate({"body_regex": pattern})
+
+
+@pytest.mark.parametrize("pattern", SAFE)
+def test_ordinary_patterns_are_accepted(pattern: str) -> None:
+    When.model_validate({"subject_regex": pattern, "body_regex": pattern})
+
+
+def test_a_huge_body_is_judged_in_bounded_time() -> None:
+    """The worst an accepted pattern can do is quadratic, and only in the first 4,000
+    characters: a megabyte of the worst input stays fast."""
+    check = When.model_validate({"body_regex": r"\s*x", "keywords": ["refund"]}).compile()
+    body = " " * 1_000_000
+    started = time.perf_counter()
+    for _ in range(3):
+        assert check(Message(Channel.EMAIL, "refund", body))[0] is False
+    assert (time.perf_counter() - started) / 3 < 0.5

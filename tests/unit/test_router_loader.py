@@ -179,6 +179,65 @@ def test_bad_file_names_file_line_and_field(tmp_path: Path, text: str, expected:
         assert line.startswith(want.replace("F", str(path), 1)), line
 
 
+CROSS = """\
+rules:
+  - name: a
+    when:
+      region: [emea, mars]
+    then: {team: b, priority: P2, sla_policy: gold}
+  - name: c
+    when: {sender_phone: ["030 1234567"], language: [xx], sender_domain: [localhost]}
+    then: {team: b, priority: P2, assignment: random}
+default: {team: s, priority: P3, sla_policy: standard}
+"""
+
+
+def test_names_from_the_sla_file_are_checked_with_lines() -> None:
+    context = {"regions": {"emea", "apac"}, "sla_policies": {"standard", "premium"}}
+    with pytest.raises(RulesError) as caught:
+        parse_rules(CROSS, source="r.yaml", context=context)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "r.yaml:4: rules[0].when.region: unknown region mars (the SLA file has apac, emea)"
+    assert lines[1] == (
+        "r.yaml:5: rules[0].then.sla_policy: unknown SLA policy 'gold' (the SLA file has premium, standard)"
+    )
+    assert lines[2] == "r.yaml:7: rules[1].when.sender_domain[0]: expected a domain such as example.com"
+    assert lines[3] == (
+        "r.yaml:7: rules[1].when.sender_phone[0]: expected a number in international form, "
+        "such as +49 30 1234567"
+    )
+    assert lines[4].startswith("r.yaml:7: rules[1].when.language[0]: unknown language 'xx' (known: af, ar")
+    assert lines[5].startswith("r.yaml:8: rules[1].then.assignment: Input should be 'round_robin'")
+    assert len(lines) == 6
+
+
+def test_without_an_sla_file_names_are_not_checked() -> None:
+    fixed = CROSS.replace('"030 1234567"', '"+49 30 1234567"').replace("[xx]", "[de]").replace(
+        "localhost", "example.com").replace("random", "capacity")
+    assert len(parse_rules(fixed).rules) == 2
+
+
+def test_a_pattern_only_compiling_can_refuse_is_refused_with_its_line() -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules("rules:\n  - name: a\n    when: {subject_regex: '(?<=a+)b'}\n"
+                    "    then: {team: b, priority: P2}\ndefault: {team: s, priority: P3}\n",
+                    source="r.yaml")
+    assert str(caught.value) == (
+        "r.yaml:3: rules[0].when.subject_regex: not a valid regular expression: "
+        "look-behind requires fixed-width pattern"
+    )
+
+
+def test_a_runaway_pattern_is_refused_with_its_line() -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules("rules:\n  - name: a\n    when: {body_regex: '(x+)+y'}\n"
+                    "    then: {team: b, priority: P2}\ndefault: {team: s, priority: P3}\n",
+                    source="r.yaml")
+    assert str(caught.value).startswith(
+        "r.yaml:3: rules[0].when.body_regex: refused regular expression: a repeat inside a repeat"
+    )
+
+
 def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match=r"missing\.yaml: cannot read the file: No such file"):
         load_rules(tmp_path / "missing.yaml")
@@ -207,6 +266,10 @@ def test_shipped_example_loads_and_routes_as_its_comments_say() -> None:
     assert team("email", "Re: Newsletter", "cancel the payment reminders") == ("support", "P3")
     assert team("sms", "", "hello, are you open today?") == ("mobile", "P3")
     assert team("chat", "Hi", "how do I change my address") == ("support", "P3")
+    vip = decide(rules, Message(Channel.CHAT, "Hi", "", customer_tags=frozenset({"vip"})))
+    assert (vip.team, vip.priority.value, vip.tags, vip.sla_policy) == (
+        "support", "P2", ["vip"], "premium"
+    )
 
 
 def run_check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -234,12 +297,17 @@ def test_cli_check_error_names_file_and_line(
     assert err == f"{path}:4: rules[0].when.keyword: unknown field\n"
 
 
-def test_installed_command_checks_the_shipped_example() -> None:
+def test_installed_command_checks_the_shipped_examples() -> None:
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "casegate"), "rules", "check", "config/rules.yaml"],
+        [
+            str(Path(sys.executable).parent / "casegate"), "rules", "check", "config/rules.yaml",
+            "--sla", "config/sla.yaml", "--teams", "config/teams.yaml",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert (done.returncode, done.stdout) == (0, "ok: 3 rules\n"), done.stderr
+    assert (done.returncode, done.stdout) == (
+        0, "ok: 4 rules\nok: 2 SLA policies, 4 regions\nok: 4 teams\n"
+    ), done.stderr

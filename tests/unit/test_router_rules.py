@@ -3,13 +3,16 @@ and the explanation records every rule tried, hit or miss, with its reason."""
 
 from __future__ import annotations
 
+import hashlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from casegate_router.domain import Message, RuleSet, decide, parse_rules
+from casegate_router.domain import Message, RuleSet, decide, parse_rules, recorded_explanation
+from casegate_router.domain.assignment import Strategy
 from casegate_shared.events import Channel, Priority, RuleVerdict
 
 TABLE = """
@@ -167,7 +170,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     (
         "action that decides nothing",
         {"name": "a", "then": {}, "stop": False},
-        "names no team, priority or tags",
+        "names no team, priority, tags, sla_policy or assignment",
     ),
     ("reserved name", {"name": "default", "then": TEAM}, "reserved"),
     ("empty name", {"name": "  ", "then": TEAM}, "at least 1 character"),
@@ -210,3 +213,71 @@ def test_two_hundred_regex_rules_decide_quickly() -> None:
     per_message = (time.perf_counter() - started) / 50
     assert decision.team == "support" and len(decision.explanation) == 201
     assert per_message < 0.005, f"{per_message * 1000:.1f} ms per message"
+
+
+# --- SLA policy, assignment and the version of the file -----------------------------------
+
+POLICY_TABLE = """
+rules:
+  - name: vip
+    when: {customer_tags: [vip]}
+    then: {sla_policy: premium, tags: [vip]}
+    stop: false
+  - name: billing
+    when: {keywords: [refund]}
+    then: {team: billing, priority: P2, sla_policy: standard, assignment: skills}
+  - name: night
+    when: {business_hours: false}
+    then: {team: night-desk, priority: P3, assignment: round_robin}
+default: {team: support, priority: P3}
+"""
+CONTEXT = {"sla_policies": {"standard", "premium"}, "regions": {"emea"},
+           "default_sla_policy": "standard"}
+NOON = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        pytest.param(Message(Channel.EMAIL, "refund", "", customer_tags=frozenset({"vip"}), at=NOON),
+                     ("billing", "premium", Strategy.SKILLS), id="first to name a policy wins"),
+        pytest.param(Message(Channel.EMAIL, "refund", "", at=NOON),
+                     ("billing", "standard", Strategy.SKILLS), id="the deciding rule's"),
+        pytest.param(Message(Channel.EMAIL, "hello", "", at=NOON),
+                     ("support", "standard", None), id="default: the SLA file's policy, the team's assignment"),
+        pytest.param(Message(Channel.EMAIL, "hello", "", at=NOON.replace(hour=22)),
+                     ("night-desk", "standard", Strategy.ROUND_ROBIN), id="after hours"),
+    ],
+)
+def test_sla_policy_and_assignment(message: Message, expected: tuple[str, str, Strategy | None]) -> None:
+    rules = parse_rules(POLICY_TABLE, context=CONTEXT)
+    decision = decide(rules, message)
+    assert (decision.team, decision.sla_policy, decision.assignment) == expected
+
+
+def test_every_decision_names_the_version_of_its_file() -> None:
+    rules = parse_rules(POLICY_TABLE)
+    assert rules.version == hashlib.sha256(POLICY_TABLE.encode()).hexdigest()[:12]
+    decision = decide(rules, Message(Channel.EMAIL, "refund", ""))
+    assert decision.rules_version == rules.version
+    assert parse_rules(POLICY_TABLE + "\n# changed\n").version != rules.version
+
+
+def test_recorded_explanation_adds_policy_assignment_and_version() -> None:
+    rules = parse_rules(POLICY_TABLE, context=CONTEXT)
+    decision = decide(rules, Message(Channel.EMAIL, "refund", ""))
+    lines = [(v.rule, v.matched, v.reason) for v in recorded_explanation(decision)]
+    assert lines == [
+        ("vip", False, "customer has none of the tags vip"),
+        ("billing", True, "keyword 'refund' found in subject"),
+        ("@sla_policy", True, "SLA policy standard"),
+        ("@assignment", True, "assignment by skills"),
+        ("@version", True, f"rules version {rules.version}"),
+    ]
+
+
+def test_names_of_the_router_notes_are_reserved() -> None:
+    with pytest.raises(ValidationError, match="reserved for the router"):
+        RuleSet.model_validate(
+            {"rules": [{"name": "@version", "then": TEAM}], "default": {"team": "s", "priority": "P3"}}
+        )

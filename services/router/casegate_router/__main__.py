@@ -18,7 +18,8 @@ def main() -> None:
         run_service("router", init_app, settings, settings.router_port)
     except RulesError as exc:
         logging.getLogger("casegate_router").error(
-            "cannot start: the rules file is invalid", extra={"problems": str(exc).splitlines()}
+            f"cannot start: the {exc.kind} file is invalid",
+            extra={"problems": str(exc).splitlines()},
         )
         raise SystemExit(1) from None
 

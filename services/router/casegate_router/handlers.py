@@ -1,29 +1,86 @@
-"""Bus consumers of the router: a case that opened gets a routing decision.
+"""Bus consumers of the router: a case that opened gets a routing decision; a breached SLA
+clock gets an escalation decision.
 
 Deciding is pure and fast, so a redelivery simply decides again; the derived event id makes
-the repeat the same event, and the consumer's inbox absorbs it.
+the repeat the same event, and the consumer's inbox absorbs it. Each message takes the
+policies in force once, so a reload in between never mixes two versions in one decision.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from casegate_shared.bus import Bus
-from casegate_shared.events import CaseOpened, Envelope, RouteDecided, derived_event_id, envelope
+from casegate_shared.bus import Bus, Reject
+from casegate_shared.events import (
+    CaseOpened,
+    CaseUpdated,
+    Envelope,
+    EscalationDecided,
+    RouteDecided,
+    derived_event_id,
+    envelope,
+)
 
-from .domain import Message, RulesProvider, decide
+from .domain import Message, decide, recorded_explanation
+from .domain.escalation import NotABreach, decide_escalation
+from .domain.policies import PoliciesProvider
+from .domain.rules import Decision
+from .domain.sla import CLOCKS, SlaConfig, due_times, warning_at
 
 log = logging.getLogger(__name__)
 
 SOURCE = "router"
-QUEUES: list[str] = ["router.cases"]
+QUEUES: list[str] = ["router.cases", "router.escalations"]
 
 
-def register(bus: Bus, rules: RulesProvider) -> None:
+def message_of(case: CaseOpened) -> Message:
+    """What the rules look at: the message, its sender, and the case snapshot when sent."""
+    snapshot = case.case
+    contact = snapshot.customer if snapshot is not None else None
+    return Message(
+        channel=case.channel,
+        subject=case.subject,
+        body=case.body,
+        sender_email=case.customer.email or (contact.email if contact else None),
+        sender_phone=case.customer.phone or (contact.phone if contact else None),
+        customer_tags=frozenset(contact.tags) if contact else frozenset(),
+        customer_tier=contact.tier if contact else None,
+        region=snapshot.region if snapshot is not None else None,
+        priority=case.priority,
+        at=case.opened_at,
+    )
+
+
+def sla_clocks(sla: SlaConfig, decision: Decision, case: CaseOpened) -> dict[str, Any]:
+    """The case's SLA policy, region and due times, in business time of its region, counted
+    from when the case opened. The hard limit (maximum) is what breaches; the warning fires
+    at the policy's share of it. case-store keeps them; its sweeper raises the events."""
+    policy_name = decision.sla_policy or sla.default_policy
+    region_name = case.case.region if case.case is not None and case.case.region else None
+    policy, region = sla.policy(policy_name), sla.region(region_name)
+    due = due_times(policy, decision.priority, region, case.opened_at)
+    warn = {
+        clock: warning_at(policy, decision.priority, region, case.opened_at, clock)
+        for clock in CLOCKS
+    }
+    return {
+        "sla_policy": policy_name,
+        "region": region_name or sla.default_region,
+        "first_response_warn_at": warn["first_response"],
+        "first_response_due": due.first_response.maximum,
+        "resolution_warn_at": warn["resolution"],
+        "resolution_due": due.resolution.maximum,
+    }
+
+
+def register(bus: Bus, policies: PoliciesProvider) -> None:
     @bus.subscriber("router.cases", ["case.opened"], CaseOpened)
     async def route_opened_case(event: Envelope[CaseOpened]) -> None:
         case = event.data
-        decision = decide(rules(), Message(case.channel, case.subject, case.body))
+        current = policies()
+        decision = decide(current.rules, message_of(case))
+        clocks = sla_clocks(current.sla, decision, case)
         await bus.publish(
             envelope(
                 RouteDecided(
@@ -32,7 +89,10 @@ def register(bus: Bus, rules: RulesProvider) -> None:
                     priority=decision.priority,
                     rule=decision.rule,
                     tags=list(decision.tags),
-                    explanation=decision.explanation,
+                    explanation=recorded_explanation(decision),
+                    rules_version=decision.rules_version,
+                    assignment=decision.assignment,
+                    **clocks,
                 ),
                 source=SOURCE,
                 correlation_id=event.correlationid,
@@ -47,5 +107,32 @@ def register(bus: Bus, rules: RulesProvider) -> None:
                 "team": decision.team,
                 "priority": decision.priority.value,
                 "rule": decision.rule,
+                "rules_version": decision.rules_version,
+            },
+        )
+
+    @bus.subscriber("router.escalations", ["case.sla_breached"], CaseUpdated)
+    async def escalate_breach(event: Envelope[CaseUpdated]) -> None:
+        try:
+            decided = decide_escalation(event.data, policies().sla.escalation)
+        except NotABreach as exc:
+            raise Reject(str(exc)) from None
+        await bus.publish(
+            envelope(
+                decided,
+                source=SOURCE,
+                correlation_id=event.correlationid,
+                subject=decided.ref,
+                event_id=derived_event_id(EscalationDecided.event_type, event.id),
+            )
+        )
+        log.info(
+            "escalation decided",
+            extra={
+                "ref": decided.ref,
+                "clock": decided.clock,
+                "team": decided.team,
+                "assignee": decided.assignee,
+                "priority": decided.priority.value if decided.priority else None,
             },
         )

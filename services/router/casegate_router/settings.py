@@ -15,3 +15,17 @@ class Settings(ServiceSettings):
         Path("config/rules.yaml"),
         description="Routing rules (YAML), validated at start; `casegate rules check` checks one",
     )
+    sla_file: Path = Field(
+        Path("config/sla.yaml"),
+        description="Regions, SLA policies and escalation paths (YAML), validated at start",
+    )
+    teams_file: Path = Field(
+        Path("config/teams.yaml"),
+        description="Teams, their members and assignment strategies (YAML), validated at start",
+    )
+    rules_reload: bool = Field(
+        True, description="Apply changed rules, SLA and teams files without a restart"
+    )
+    database_url: str | None = Field(
+        None, description="case-store's PostgreSQL, read only by `casegate rules replay`"
+    )

@@ -1,4 +1,5 @@
-"""Routing conditions: one small function per condition kind, each judging a message.
+"""Routing conditions on the message's text and channel, and the all/any/not combinators
+(conditions on the sender, customer, region, priority and time are in `case_conditions`).
 
 A condition kind is prepared once, when the rules are loaded (keyword lists and regexes are
 prepared then, never per message), and gives back a `Check`: a function of the message that
@@ -14,13 +15,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import NamedTuple
 
-from casegate_shared.events import Channel
+from casegate_shared.events import Channel, Priority
+
+from . import language as languages
 
 # Long keyword lists make long reasons; an explanation names the first few.
 _LISTED = 5
+
+# How much text each kind of condition reads. Keywords cost one linear pass; a regular
+# expression can cost the square of its input (see regex_guard), so it reads less.
+KEYWORD_BODY_LIMIT = 100_000
+REGEX_SUBJECT_LIMIT = 1_000
+REGEX_BODY_LIMIT = 4_000
 
 
 # Words are runs of letters and digits; punctuation runs ("++", "'") are tokens of their own,
@@ -48,11 +58,18 @@ def _tokens(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Message:
-    """What a rule may look at. New condition kinds add fields here (sender, language, ...)."""
+    """What a rule may look at: the message, and what is known of its sender and case."""
 
     channel: Channel
     subject: str
     body: str
+    sender_email: str | None = None
+    sender_phone: str | None = None  # E.164
+    customer_tags: frozenset[str] = frozenset()
+    customer_tier: str | None = None
+    region: str | None = None
+    priority: Priority | None = None
+    at: datetime | None = None  # when it arrived (business hours are judged at this time)
 
     # Cut into words on first use and kept: with hundreds of keyword rules, each looks words up
     # in a set instead of scanning the whole body again.
@@ -62,7 +79,20 @@ class Message:
 
     @cached_property
     def body_words(self) -> Words:
-        return Words.of(self.body)
+        return Words.of(self.body[:KEYWORD_BODY_LIMIT])
+
+    @cached_property
+    def regex_subject(self) -> str:
+        return self.subject[:REGEX_SUBJECT_LIMIT]
+
+    @cached_property
+    def regex_body(self) -> str:
+        return self.body[:REGEX_BODY_LIMIT]
+
+    @cached_property
+    def language(self) -> str | None:
+        """Detected once per message, and only if a rule asks."""
+        return languages.detect(f"{self.subject}\n{self.body}")
 
 
 class Verdict(NamedTuple):
@@ -73,7 +103,7 @@ class Verdict(NamedTuple):
 Check = Callable[[Message], Verdict]
 
 
-def _listing(items: Sequence[str]) -> str:
+def listing(items: Sequence[str]) -> str:
     shown = ", ".join(items[:_LISTED])
     return shown if len(items) <= _LISTED else f"{shown} (+{len(items) - _LISTED} more)"
 
@@ -87,7 +117,7 @@ def always() -> Check:
 def channel_in(channels: Sequence[Channel]) -> Check:
     """The message arrived on one of `channels`."""
     wanted = frozenset(channels)
-    listed = _listing([str(c) for c in channels])
+    listed = listing([str(c) for c in channels])
     hits = {c: Verdict(True, f"channel is {c}") for c in wanted}
 
     def check(message: Message) -> Verdict:
@@ -113,7 +143,7 @@ def keywords_found(keywords: Sequence[str]) -> Check:
     """Any of `keywords` appears as a whole word (or run of words), in any case, in the subject
     or the body. The first keyword of the list that is found is named."""
     needles = keyword_needles(keywords)
-    miss = Verdict(False, f"none of the keywords {_listing(keywords)} found in subject or body")
+    miss = Verdict(False, f"none of the keywords {listing(keywords)} found in subject or body")
 
     def find(words: Words) -> str | None:
         for keyword, token, phrase in needles:
@@ -132,11 +162,38 @@ def keywords_found(keywords: Sequence[str]) -> Check:
 
 
 def subject_matches(regex: str) -> Check:
-    """The subject matches `regex` somewhere (re.search; anchor it with ^ and $ if needed)."""
+    """The subject matches `regex` somewhere (re.search; anchor it with ^ and $ if needed).
+    The pattern was vetted by regex_guard when the rules were loaded."""
     pattern = re.compile(regex)
     hit = Verdict(True, f"subject matches /{regex}/")
     miss = Verdict(False, f"subject does not match /{regex}/")
-    return lambda message: hit if pattern.search(message.subject) else miss
+    return lambda message: hit if pattern.search(message.regex_subject) else miss
+
+
+def body_matches(regex: str) -> Check:
+    """The body (its first REGEX_BODY_LIMIT characters) matches `regex` somewhere."""
+    pattern = re.compile(regex)
+    hit = Verdict(True, f"body matches /{regex}/")
+    miss = Verdict(False, f"body does not match /{regex}/")
+    return lambda message: hit if pattern.search(message.regex_body) else miss
+
+
+def language_in(codes: Sequence[str]) -> Check:
+    """The detected language of subject and body is one of `codes` (ISO 639-1)."""
+    wanted = frozenset(codes)
+    listed = listing(list(codes))
+    unjudged = Verdict(False, "too little text to judge its language")
+    languages.prepare()  # load the profiles with the rules, not on the first message
+
+    def check(message: Message) -> Verdict:
+        found = message.language
+        if found is None:
+            return unjudged
+        if found in wanted:
+            return Verdict(True, f"language is {found}")
+        return Verdict(False, f"language {found} is not {listed}")
+
+    return check
 
 
 def all_of(checks: Sequence[Check]) -> Check:

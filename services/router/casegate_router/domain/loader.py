@@ -1,22 +1,31 @@
-"""Reading a rules file: YAML in, a validated and compiled RuleSet out, or errors with lines.
+"""Reading policy files (rules, SLA, teams): YAML in, a validated model out, or errors with
+lines.
 
-The people who edit rules files are support leads, not programmers, so every problem names
+The people who edit these files are support leads, not programmers, so every problem names
 the file, the line and the field ("config/rules.yaml:12: rules[1].when.keywrds: unknown
 field"). Validation errors come from pydantic with a location such as ("rules", 1, "when");
 the YAML node tree kept from parsing maps that location back to a line.
+
+A validation context carries what one file needs from another: the rules use the SLA file's
+policy and region names and its calendars; the teams file uses its region names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from .rules import RuleSet
+from .sla import SlaConfig
+from .teams import TeamsConfig
+
+M = TypeVar("M", bound=BaseModel)
 
 Location = Sequence[int | str]
 
@@ -27,6 +36,9 @@ _MESSAGES = {
     "model_type": "expected fields (name: value lines or {name: value})",
     "list_type": "expected a list ([a, b] or one `- item` per line)",
     "string_type": "expected text (YAML reads yes, no, on, off and numbers otherwise: quote them)",
+    "dict_type": "expected fields (name: value lines or {name: value})",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
 }
 
 
@@ -42,43 +54,97 @@ class Problem(NamedTuple):
 
 
 class RulesError(Exception):
-    """A rules file that cannot be used; str() gives one line per problem."""
+    """A policy file (rules, SLA or teams) that cannot be used; str() gives one line per
+    problem. `kind` says which file it is."""
 
-    def __init__(self, source: str, problems: list[Problem]) -> None:
+    def __init__(self, source: str, problems: list[Problem], kind: str = "rules") -> None:
         self.source = source
         self.problems = problems
+        self.kind = kind
         super().__init__("\n".join(p.render(source) for p in problems))
 
 
-def load_rules(path: Path | str) -> RuleSet:
-    path = Path(path)
+def version_of(text: str) -> str:
+    """What a decision names as the rules version: the file text's sha256, 12 hex digits."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def read_text(path: Path | str, kind: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         problem = Problem(None, "", f"cannot read the file: {reason}")
-        raise RulesError(str(path), [problem]) from None
-    return parse_rules(text, source=str(path))
+        raise RulesError(str(path), [problem], kind) from None
 
 
-def parse_rules(text: str, *, source: str = "<rules>") -> RuleSet:
-    root, data = _parse_yaml(text, source)
+def load_rules(path: Path | str, context: Mapping[str, Any] | None = None) -> RuleSet:
+    return parse_rules(read_text(path, "rules"), source=str(path), context=context)
+
+
+def parse_rules(
+    text: str, *, source: str = "<rules>", context: Mapping[str, Any] | None = None
+) -> RuleSet:
+    """`context` may carry calendars, default_sla_policy, sla_policies, regions (see rules)."""
+    full = {**(context or {}), "version": version_of(text)}
+    return parse_model(
+        text, RuleSet, source=source, context=full, kind="rules",
+        empty="the file is empty; it needs `rules:` and `default:`",
+    )
+
+
+def parse_sla(text: str, *, source: str = "<sla>") -> SlaConfig:
+    return parse_model(
+        text, SlaConfig, source=source, kind="SLA",
+        empty="the file is empty; it needs `regions:`, `default_region:`, `policies:` and "
+        "`default_policy:`",
+    )
+
+
+def load_sla(path: Path | str) -> SlaConfig:
+    return parse_sla(read_text(path, "SLA"), source=str(path))
+
+
+def parse_teams(
+    text: str, *, source: str = "<teams>", context: Mapping[str, Any] | None = None
+) -> TeamsConfig:
+    """`context` may carry `regions` (the SLA file's region names) to check members by."""
+    return parse_model(
+        text, TeamsConfig, source=source, context=context, kind="teams",
+        empty="the file is empty; it needs `teams:`",
+    )
+
+
+def load_teams(path: Path | str, context: Mapping[str, Any] | None = None) -> TeamsConfig:
+    return parse_teams(read_text(path, "teams"), source=str(path), context=context)
+
+
+def parse_model(
+    text: str,
+    model: type[M],
+    *,
+    source: str,
+    kind: str,
+    empty: str,
+    context: Mapping[str, Any] | None = None,
+) -> M:
+    root, data = _parse_yaml(text, source, kind)
     problems = _duplicate_keys(root) if root is not None else []
     if data is None:
-        problems.append(Problem(1, "", "the file is empty; it needs `rules:` and `default:`"))
+        problems.append(Problem(1, "", empty))
     else:
         try:
-            ruleset = RuleSet.model_validate(data)
+            parsed = model.model_validate(data, context=dict(context or {}))
         except ValidationError as exc:
             problems.extend(_problem(root, err) for err in exc.errors())
         else:
             if not problems:
-                return ruleset
+                return parsed
     problems.sort(key=lambda p: p.line or 0)
-    raise RulesError(source, problems)
+    raise RulesError(source, problems, kind)
 
 
-def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+def _parse_yaml(text: str, source: str, kind: str) -> tuple[yaml.Node | None, Any]:
     """Parse once, keeping both the node tree (for lines) and the plain data."""
     loader = yaml.SafeLoader(text)
     try:
@@ -88,9 +154,9 @@ def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "not valid YAML"
-        raise RulesError(source, [Problem(line, "", f"not valid YAML: {problem}")]) from None
+        raise RulesError(source, [Problem(line, "", f"not valid YAML: {problem}")], kind) from None
     except yaml.YAMLError as exc:
-        raise RulesError(source, [Problem(None, "", f"not valid YAML: {exc}")]) from None
+        raise RulesError(source, [Problem(None, "", f"not valid YAML: {exc}")], kind) from None
     finally:
         loader.dispose()
 

@@ -8,25 +8,27 @@ try is recorded, hit or miss, with its reason: that record is the explanation.
 - team: the first matching rule that names one decides it.
 - priority: the most urgent one any matching rule names (later rules escalate, never relax).
 - tags: those of every matching rule, in order, without repeats.
+- sla_policy, assignment: like the team, the first matching rule that names one.
 - When no matching rule stopped the search, the default applies: it decides whatever is still
-  open (team, priority) and adds its tags.
+  open (team, priority, SLA policy, assignment) and adds its tags.
+
+A RuleSet knows the version of the file it came from (sha256 of its text) and every decision
+names it, so a decision made while the file was being replaced says which rules made it.
+Validation may be given a context (see `rules_context` in policies): the SLA file's policy and
+region names, which rules must use, and the region calendars for business-hours conditions.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
-    StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,70 +36,110 @@ from pydantic_core import PydanticCustomError
 
 from casegate_shared.events import Channel, Priority, RuleVerdict
 
+from . import case_conditions as case
+from .assignment import Strategy
+from .case_conditions import Calendars
 from .conditions import (
     Check,
     Message,
     all_of,
     always,
     any_of,
+    body_matches,
     channel_in,
     keywords_found,
+    language_in,
     negation,
     subject_matches,
 )
+from .fields import (
+    Address,
+    Domain,
+    Keyword,
+    Language,
+    Name,
+    Phone,
+    Regex,
+    Tag,
+    Team,
+    Word,
+    context_value,
+)
+from .models import Strict as _Strict
 
 DEFAULT_RULE = "default"
-
-
-def _valid_regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from None
-    return value
-
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Team = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Regex = Annotated[
-    str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_valid_regex)
-]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+# Lines the router adds to an explanation after the rules (SLA policy, version) start with
+# this, which no rule name may.
+NOTE_PREFIX = "@"
+UNVERSIONED = "unversioned"
 
 
 class When(_Strict):
-    """Conditions of one rule: every one listed must hold; they run in field order, cheap first."""
+    """Conditions of one rule: every one listed must hold; they run in field order, cheap first
+    (language detection, the dearest, runs only when everything before it held)."""
 
     channel: list[Channel] | None = Field(None, min_length=1)
+    priority: list[Priority] | None = Field(None, min_length=1)
+    region: list[Word] | None = Field(None, min_length=1)
+    sender_address: list[Address] | None = Field(None, min_length=1)
+    sender_domain: list[Domain] | None = Field(None, min_length=1)
+    sender_phone: list[Phone] | None = Field(None, min_length=1)
+    customer_tier: list[Word] | None = Field(None, min_length=1)
+    customer_tags: list[Word] | None = Field(None, min_length=1)
+    business_hours: bool | None = Field(None, description="true: inside, false: outside")
     keywords: list[Keyword] | None = Field(None, min_length=1)
     subject_regex: Regex | None = None
+    body_regex: Regex | None = None
+    language: list[Language] | None = Field(None, min_length=1)
     all: list[When] | None = Field(None, min_length=1)
     any: list[When] | None = Field(None, min_length=1)
     not_: When | None = Field(None, alias="not")
 
-    def compile(self) -> Check:
+    @field_validator("region")
+    @classmethod
+    def _known_regions(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        regions = context_value(info, "regions")
+        if value is not None and regions is not None:
+            unknown = [r for r in value if r not in regions]
+            if unknown:
+                known = ", ".join(sorted(regions))
+                raise ValueError(f"unknown region {', '.join(unknown)} (the SLA file has {known})")
+        return value
+
+    def compile(self, calendars: Calendars | None = None) -> Check:
         """Prepare every condition once; the result is what runs per message."""
-        checks: list[Check] = []
-        if self.channel is not None:
-            checks.append(channel_in(self.channel))
-        if self.keywords is not None:
-            checks.append(keywords_found(self.keywords))
-        if self.subject_regex is not None:
-            checks.append(subject_matches(self.subject_regex))
-        if self.all is not None:
-            checks.append(all_of([w.compile() for w in self.all]))
-        if self.any is not None:
-            checks.append(any_of([w.compile() for w in self.any]))
-        if self.not_ is not None:
-            checks.append(negation(self.not_.compile()))
+        calendars = calendars or Calendars()
+        makers: list[tuple[Any, Callable[[Any], Check]]] = [
+            (self.channel, channel_in),
+            (self.priority, case.priority_in),
+            (self.region, case.region_in),
+            (self.sender_address, case.sender_address_in),
+            (self.sender_domain, case.sender_domain_in),
+            (self.sender_phone, case.sender_phone_in),
+            (self.customer_tier, case.customer_tier_in),
+            (self.customer_tags, case.customer_tag_in),
+            (self.business_hours, lambda inside: case.in_business_hours(inside, calendars)),
+            (self.keywords, keywords_found),
+            (self.subject_regex, subject_matches),
+            (self.body_regex, body_matches),
+            (self.language, language_in),
+            (self.all, lambda ws: all_of([w.compile(calendars) for w in ws])),
+            (self.any, lambda ws: any_of([w.compile(calendars) for w in ws])),
+            (self.not_, lambda w: negation(w.compile(calendars))),
+        ]
+        checks = [make(value) for value, make in makers if value is not None]
         if not checks:
             return always()
         return checks[0] if len(checks) == 1 else all_of(checks)
+
+
+def known_policy(value: str | None, info: ValidationInfo) -> str | None:
+    policies = context_value(info, "sla_policies")
+    if value is not None and policies is not None and value not in policies:
+        raise ValueError(
+            f"unknown SLA policy {value!r} (the SLA file has {', '.join(sorted(policies))})"
+        )
+    return value
 
 
 class Action(_Strict):
@@ -106,12 +148,20 @@ class Action(_Strict):
     team: Team | None = None
     priority: Priority | None = None
     tags: list[Tag] = Field(default_factory=list)
+    sla_policy: Name | None = None
+    assignment: Strategy | None = None
+
+    check_policy = field_validator("sla_policy")(known_policy)
 
 
 class DefaultAction(_Strict):
     team: Team
     priority: Priority
     tags: list[Tag] = Field(default_factory=list)
+    sla_policy: Name | None = Field(None, description="Else the SLA file's default policy")
+    assignment: Strategy | None = Field(None, description="Else the team's, from the teams file")
+
+    check_policy = field_validator("sla_policy")(known_policy)
 
 
 class Rule(_Strict):
@@ -130,6 +180,8 @@ class Rule(_Strict):
     def _not_reserved(cls, value: str) -> str:
         if value == DEFAULT_RULE:
             raise ValueError(f"'{DEFAULT_RULE}' is reserved for the default action")
+        if value.startswith(NOTE_PREFIX):
+            raise ValueError(f"names starting with '{NOTE_PREFIX}' are reserved for the router")
         return value
 
     @model_validator(mode="after")
@@ -139,8 +191,8 @@ class Rule(_Strict):
             raise ValueError(
                 "a rule that stops must name a team and a priority (or set stop: false)"
             )
-        if action.team is None and action.priority is None and not action.tags:
-            raise ValueError("then: names no team, priority or tags")
+        if action == Action():
+            raise ValueError("then: names no team, priority, tags, sla_policy or assignment")
         return self
 
 
@@ -157,6 +209,8 @@ class RuleSet(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     default: DefaultAction
     _table: list[CompiledRule] = PrivateAttr(default_factory=list)
+    _version: str = PrivateAttr(UNVERSIONED)
+    _fallback_sla_policy: str | None = PrivateAttr(None)
 
     @field_validator("rules", mode="before")
     @classmethod
@@ -177,7 +231,18 @@ class RuleSet(_Strict):
         return self
 
     def model_post_init(self, context: Any, /) -> None:
-        self._table = [CompiledRule(r.name, r.when.compile(), r.then, r.stop) for r in self.rules]
+        context = context if isinstance(context, Mapping) else {}
+        calendars = context.get("calendars")
+        self._version = context.get("version") or UNVERSIONED
+        self._fallback_sla_policy = context.get("default_sla_policy")
+        self._table = [
+            CompiledRule(r.name, r.when.compile(calendars), r.then, r.stop) for r in self.rules
+        ]
+
+    @property
+    def version(self) -> str:
+        """sha256 of the rules file's text (the first 12 hex digits)."""
+        return self._version
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +252,9 @@ class Decision:
     rule: str  # the rule that decided the team, or "default"
     tags: list[str]
     explanation: list[RuleVerdict]
+    sla_policy: str | None = None  # None: no rule, default or SLA file named one
+    assignment: Strategy | None = None  # None: the team's own strategy
+    rules_version: str = UNVERSIONED
 
 
 @lru_cache(maxsize=8192)
@@ -196,15 +264,13 @@ def _verdict(rule: str, matched: bool, reason: str) -> RuleVerdict:
     return RuleVerdict(rule=rule, matched=matched, reason=reason)
 
 
-RulesProvider = Callable[[], RuleSet]
-"""Gives the rules in force now (a seam for reloading them while running)."""
-
-
 def decide(ruleset: RuleSet, message: Message) -> Decision:
     """Run the table in order, recording every hit and miss; see the module doc for merging."""
     team: str | None = None
     decided_by = DEFAULT_RULE
     priority: Priority | None = None
+    sla_policy: str | None = None
+    assignment: Strategy | None = None
     tags: dict[str, None] = {}  # an ordered set
     explanation: list[RuleVerdict] = []
     stopped = False
@@ -218,6 +284,8 @@ def decide(ruleset: RuleSet, message: Message) -> Decision:
             team, decided_by = action.team, rule.name
         if action.priority is not None and (priority is None or action.priority < priority):
             priority = action.priority  # "P1" < "P2": the smaller is the more urgent
+        sla_policy = sla_policy or action.sla_policy
+        assignment = assignment or action.assignment
         tags.update(dict.fromkeys(action.tags))
         if rule.stop:
             stopped = True
@@ -227,6 +295,29 @@ def decide(ruleset: RuleSet, message: Message) -> Decision:
         explanation.append(_verdict(DEFAULT_RULE, True, "no matching rule stopped the search"))
         team = team or default.team
         priority = priority or default.priority
+        sla_policy = sla_policy or default.sla_policy
+        assignment = assignment or default.assignment
         tags.update(dict.fromkeys(default.tags))
     assert team is not None and priority is not None  # a stopping rule names both
-    return Decision(team, priority, decided_by, list(tags), explanation)
+    return Decision(
+        team,
+        priority,
+        decided_by,
+        list(tags),
+        explanation,
+        sla_policy or ruleset._fallback_sla_policy,
+        assignment,
+        ruleset._version,
+    )
+
+
+def recorded_explanation(decision: Decision) -> list[RuleVerdict]:
+    """The explanation as a case records it: the rules tried, then what else was decided and
+    by which version of the rules file (lines named NOTE_PREFIX + what)."""
+    notes = [decision.explanation]
+    if decision.sla_policy is not None:
+        notes.append([_verdict("@sla_policy", True, f"SLA policy {decision.sla_policy}")])
+    if decision.assignment is not None:
+        notes.append([_verdict("@assignment", True, f"assignment by {decision.assignment}")])
+    notes.append([_verdict("@version", True, f"rules version {decision.rules_version}")])
+    return [line for part in notes for line in part]
