@@ -6,7 +6,7 @@ README's table). Nothing reads a global config object: settings are passed in.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,7 +27,18 @@ class BusSettings(BaseSettings):
 class ServiceSettings(BusSettings):
     log_level: str = "INFO"
     http_host: str = "127.0.0.1"
-    blob_dir: str = Field("var/blobs", description="Local blob store directory (attachments)")
+    blob_dir: str = Field(
+        "var/blobs", description="Local blob store directory (attachments); with blob_url set, "
+        "only uploads in progress are spooled here"
+    )
+    blob_url: str | None = Field(
+        None, description="s3://bucket/prefix?endpoint=http://host:port&region=… for an "
+        "S3-compatible blob store; unset: the local blob_dir"
+    )
+    blob_access_key: SecretStr | None = Field(None, description="S3 access key id (blob_url)")
+    blob_secret_key: SecretStr | None = Field(
+        None, description="S3 secret key; unset: boto3's usual environment and files"
+    )
     attachment_max_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, description="Largest attachment kept; a bigger one is noted"
     )

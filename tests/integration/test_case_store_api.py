@@ -265,6 +265,19 @@ async def test_tracking_shows_the_public_timeline_only_and_refuses_other_tokens(
         json={"timezone": "Mars/Olympus"},
     )
     assert status == 422
+    status, prefs = await client.call(
+        "PATCH", f"/v1/track/{ref}/preferences?token={mine['tracking_token']}",
+        json={"quiet_hours_off": True},
+    )
+    assert status == 200 and prefs["quiet_start"] is None
+    status, read = await client.call(
+        "GET", f"/v1/track/{ref}/preferences?token={mine['tracking_token']}"
+    )
+    assert status == 200 and read == prefs
+    status, _ = await client.call(
+        "GET", f"/v1/track/{ref}/preferences?token={theirs['tracking_token']}"
+    )
+    assert status == 404
 
 
 # --- customers -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from aiohttp import web
 from casegate_shared.bus import Bus
 from casegate_shared.observability import add_ops_routes
 
-from casegate_shared.blobs import LocalBlobStore
+from casegate_shared.blobs import blob_store
 
 from . import api, handlers
 from .api.attachments import UPLOAD_LIMIT
@@ -78,7 +78,7 @@ async def init_app(settings: Settings) -> web.Application:
     # Uploads stream to the blob store and never meet this limit; it bounds JSON bodies.
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
-    app[BLOBS] = LocalBlobStore(settings.blob_dir)
+    app[BLOBS] = blob_store(settings)
     app[UPLOAD_LIMIT] = settings.attachment_max_bytes
     api.install(app)
     # Started in this order, stopped in reverse: the relay stops publishing, then the

@@ -1,5 +1,5 @@
-"""Intake's application factory: the bus, the web form and provider webhook routes, the ops
-routes."""
+"""Intake's application factory: the bus, the web form, provider webhook and tracking page
+routes, the ops routes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from casegate_shared.observability import add_ops_routes
 from . import handlers
 from .http import BUS, SETTINGS, add_routes
 from .settings import Settings
+from .tracking import add_tracking_routes
 from .webhooks import add_webhook_routes
 
 __all__ = ["BUS", "SETTINGS", "init_app"]
@@ -35,6 +36,7 @@ async def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_bus)
     add_routes(app)
     add_webhook_routes(app, settings)
+    add_tracking_routes(app, settings)
 
     async def bus_ready() -> None:
         await app[BUS].check_ready()

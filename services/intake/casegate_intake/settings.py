@@ -15,6 +15,10 @@ class Settings(ServiceSettings):
         le=16 * 1024 * 1024,
         description="Largest accepted request body (also aiohttp's client_max_size); above it: 413",
     )
+    case_store_url: str = Field(
+        "http://127.0.0.1:8081", description="case-store's base URL: the tracking page reads "
+        "and changes cases through its tracking API"
+    )
     # --- Twilio SMS/MMS and Slack webhooks (routes exist only when their secret is set) ---
     public_url: str | None = Field(
         None,

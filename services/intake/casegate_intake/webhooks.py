@@ -31,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from casegate_shared.blobs import LocalBlobStore
+from casegate_shared.blobs import blob_store
 from casegate_shared.bus import BusUnavailable
 from casegate_shared.events import AgentAction, Envelope, derived_event_id, envelope
 from casegate_shared.observability import correlated
@@ -350,7 +350,7 @@ async def _twilio(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         fetcher = twilio_sms.MediaFetcher(
             session,
-            LocalBlobStore(s.blob_dir),
+            blob_store(s),
             api_base=s.twilio_api_base,
             authorization=authorization,
             max_bytes=s.attachment_max_bytes,

@@ -10,7 +10,7 @@ from .models import (
     NewToken, ReasonCode, Revoked, ReasonCodeChange, ReasonCodeIn, ReasonCodes, TokenIn, User, UserIn,
     Users,
 )
-from .routing import Api, ApiError, Call, NoInput, not_found
+from .routing import Api, ApiError, Call, NoInput, id_param, not_found
 
 api = Api()
 EVERYONE = {Role.CREATOR, Role.RESOLVER, Role.SUPERVISOR, Role.ADMIN}
@@ -107,15 +107,14 @@ async def token_add(call: Call[NoInput, TokenIn]) -> NewToken:
 @api.route("DELETE", "/v1/tokens/{id}", roles=ADMIN, tag="admin", response=Revoked,
            summary="Revoke a token")
 async def token_revoke(call: Call[NoInput, NoInput]) -> Revoked:
-    raw = call.params["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise not_found("token")
+    token_id = id_param(call.params["id"], "token")
     async with call.pool.acquire() as conn, conn.transaction():
         done = await conn.fetchval(
             "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 "
-            "RETURNING id", int(raw),
+            "RETURNING id", token_id,
         )
         if done is None:
             raise not_found("token")
-        await audit(conn, call.who, "token.revoke", f"token:{raw}", {}, call.correlation_id)
-    return Revoked(id=int(raw), revoked=True)
+        await audit(conn, call.who, "token.revoke", f"token:{token_id}", {},
+                    call.correlation_id)
+    return Revoked(id=token_id, revoked=True)

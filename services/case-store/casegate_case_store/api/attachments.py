@@ -3,6 +3,7 @@ streamed back on download, metadata and a timeline entry in PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -16,8 +17,9 @@ from ..domain.timeline import EntryKind
 from ..store.users import Role
 from .actions import WRITERS, _record, case_for, entry
 from .models import AttachmentInfo
-from .routing import BLOBS, Api, ApiError, Call, NoInput, not_found
+from .routing import BLOBS, Api, ApiError, Call, NoInput, id_param, not_found
 
+log = logging.getLogger(__name__)
 api = Api()
 EVERYONE = WRITERS
 UPLOAD_LIMIT = web.AppKey("upload_limit", int)
@@ -70,16 +72,20 @@ async def upload(call: Call[UploadQuery, NoInput]) -> AttachmentInfo:
            tag="attachments", raw_response="application/octet-stream",
            summary="Download a file of the case")
 async def download(call: Call[NoInput, NoInput]) -> web.StreamResponse:
-    raw = call.params["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise not_found("attachment")
+    attachment_id = id_param(call.params["id"], "attachment")
     async with case_for(call) as (conn, case):
         row = await conn.fetchrow(
             "SELECT blob_key, filename, content_type, size FROM attachments "
-            "WHERE id = $1 AND case_id = $2", int(raw), case.id,
+            "WHERE id = $1 AND case_id = $2", attachment_id, case.id,
         )
     if row is None or row["blob_key"] is None:
         raise not_found("attachment")
+    chunks = call.request.app[BLOBS].open(row["blob_key"])
+    try:  # read before answering: a missing file must be a 404, not a cut-off download
+        first = await anext(chunks, b"")
+    except KeyError:
+        log.error("attachment file missing", extra={"attachment_id": attachment_id})
+        raise not_found("attachment content") from None
     response = web.StreamResponse(headers={
         # Served as a download, never rendered: a stored HTML file must not run in our origin.
         "Content-Type": row["content_type"],
@@ -88,7 +94,8 @@ async def download(call: Call[NoInput, NoInput]) -> web.StreamResponse:
         "Content-Length": str(row["size"]),
     })
     await response.prepare(call.request)
-    async for chunk in call.request.app[BLOBS].open(row["blob_key"]):
+    await response.write(first)
+    async for chunk in chunks:
         await response.write(chunk)
     await response.write_eof()
     return response

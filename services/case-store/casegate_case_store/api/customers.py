@@ -12,7 +12,7 @@ from ..store.changes import audit
 from ..store.queries import SUMMARY_COLUMNS
 from ..store.users import Role
 from .models import CaseSummary, CustomerDetail, CustomerMergeIn, Export, Identity
-from .routing import BLOBS, Api, ApiError, Call, NoInput, not_found
+from .routing import BLOBS, Api, ApiError, Call, NoInput, id_param, not_found
 
 api = Api()
 LEADS = {Role.SUPERVISOR, Role.ADMIN}
@@ -20,10 +20,7 @@ ERASED = "[erased]"
 
 
 def customer_id(call: Call[Any, Any]) -> int:
-    raw = call.params["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise not_found("customer")
-    return int(raw)
+    return id_param(call.params["id"], "customer")
 
 
 async def _customer(conn: asyncpg.Connection, cid: int) -> asyncpg.Record:

@@ -308,6 +308,7 @@ class PreferencesIn(Strict):
     )
     quiet_end: Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] | None = None
     opt_out: list[Literal["email", "sms", "slack"]] | None = None
+    quiet_hours_off: bool = False
 
 
 class Preferences(BaseModel):

@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from casegate_shared.blobs import LocalBlobStore
+from casegate_shared.blobs import BlobStore
 from casegate_shared.observability import correlated
 
 from ..store.users import Principal, Role, authenticate
@@ -28,7 +28,7 @@ from ..store.users import Principal, Role, authenticate
 log = logging.getLogger(__name__)
 
 POOL = web.AppKey("api_pool", asyncpg.Pool)
-BLOBS = web.AppKey("api_blobs", LocalBlobStore)
+BLOBS = web.AppKey("api_blobs", BlobStore)
 Q = TypeVar("Q", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)
 _PARAM = re.compile(r"{(\w+)}")
@@ -44,6 +44,14 @@ class ApiError(Exception):
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+def id_param(raw: str, what: str) -> int:
+    """A numeric path parameter; anything else (including '²', which str.isdigit accepts)
+    names nothing, so 404."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise not_found(what)
+    return int(raw)
 
 
 class ErrorBody(BaseModel):

@@ -72,6 +72,14 @@ async def _preferences(conn: asyncpg.Connection, customer_id: int) -> Preference
     )
 
 
+@api.route("GET", "/v1/track/{ref}/preferences", roles=None, tag="tracking", query=TrackQuery,
+           response=Preferences, summary="The customer's notification preferences")
+async def preferences_get(call: Call[TrackQuery, NoInput]) -> Preferences:
+    async with call.pool.acquire() as conn:
+        case = await tracked_case(conn, call)
+        return await _preferences(conn, case["customer_id"])
+
+
 @api.route("PATCH", "/v1/track/{ref}/preferences", roles=None, tag="tracking", query=TrackQuery,
            body=PreferencesIn, response=Preferences,
            summary="The customer sets their channel, language, time zone, quiet hours, opt-outs")
@@ -84,16 +92,19 @@ async def preferences(call: Call[TrackQuery, PreferencesIn]) -> Preferences:
             raise ApiError(422, "invalid", f"unknown time zone {want.timezone!r}") from None
     if (want.quiet_start is None) != (want.quiet_end is None):
         raise ApiError(422, "invalid", "quiet hours need both a start and an end")
+    if want.quiet_hours_off and want.quiet_start is not None:
+        raise ApiError(422, "invalid", "set quiet hours or turn them off, not both")
     async with call.pool.acquire() as conn, conn.transaction():
         case = await tracked_case(conn, call)
         cid = case["customer_id"]
         await conn.execute(
             "UPDATE customers SET preferred_channel = coalesce($2, preferred_channel), "
             "language = coalesce($3, language), timezone = coalesce($4, timezone), "
-            "quiet_start = coalesce($5::text::time, quiet_start), "
-            "quiet_end = coalesce($6::text::time, quiet_end) WHERE id = $1",
+            "quiet_start = CASE WHEN $7 THEN NULL ELSE coalesce($5::text::time, quiet_start) END, "
+            "quiet_end = CASE WHEN $7 THEN NULL ELSE coalesce($6::text::time, quiet_end) END "
+            "WHERE id = $1",
             cid, want.preferred_channel, want.language, want.timezone, want.quiet_start,
-            want.quiet_end,
+            want.quiet_end, want.quiet_hours_off,
         )
         if want.opt_out is not None:
             kinds = ["phone" if c == "sms" else c for c in want.opt_out]
