@@ -102,3 +102,29 @@ async def test_a_status_callback_lands_on_the_case_and_its_delivery_record(
     await eventually(updated)
     body = await db.fetchval("SELECT body FROM timeline_entries WHERE kind = 'delivery'")
     assert body == "twilio reports the message undelivered (error 30003)"
+
+
+async def test_the_team_card_post_becomes_the_cases_slack_thread(
+    service: web.Application, publisher: Bus, observer: Observer, db: asyncpg.Connection
+) -> None:
+    await publisher.publish(sms("SM20", "hello"))
+    (opened,) = await observer.take()
+    ref = opened["data"]["ref"]
+    posts = [
+        ("D0PERSON", "D0PERSON:1700000000.000100"),  # a DM to someone: not the case thread
+        ("C0BILLING", "C0BILLING:1700000001.000200"),  # the team card
+        ("C0BILLING", "C0BILLING:1700000009.000900"),  # a later post does not move it
+    ]
+    for n, (recipient, mid) in enumerate(posts):
+        post = NotificationOutcome(ref=ref, notification_key=f"slack{n}", channel=Channel.SLACK,
+                                   recipient=recipient, template="case_routed",
+                                   provider="slack", outcome="sent", provider_message_id=mid)
+        await publisher.publish(envelope(post, source="notifier",
+                                         routing_key="notification.sent"))
+
+        async def recorded(count: int = n + 1) -> bool:  # one at a time: order matters here
+            return await db.fetchval("SELECT count(*) FROM deliveries") == count
+
+        await eventually(recorded)
+    thread = await db.fetchval("SELECT slack_thread FROM cases WHERE ref = $1", ref)
+    assert thread == "C0BILLING:1700000001.000200"

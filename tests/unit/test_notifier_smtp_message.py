@@ -4,6 +4,7 @@ the Message-ID is stable per notification, and SMTP errors are sorted temporary/
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 from email import message_from_bytes, policy
 
 import aiosmtplib
@@ -22,7 +23,7 @@ from tests.conftest import free_port
 SENDER = "Support <support@casegate.localhost>"
 
 
-def outbound(**changes: str) -> OutboundEmail:
+def outbound(**changes: Any) -> OutboundEmail:
     base = OutboundEmail(
         to="ann@example.com",
         to_name="Ann Lee",
@@ -110,3 +111,31 @@ def test_4xx_timeouts_and_connection_errors_are_temporary_5xx_permanent() -> Non
     )
     assert classify(refused_4xx).temporary
     assert not classify(refused_5xx).temporary
+
+
+def test_answers_to_the_customer_carry_threading_headers() -> None:
+    mime = build_message(
+        outbound(
+            in_reply_to="<m2@mail.example.com>",
+            references=("<m1@mail.example.com>", "<m2@mail.example.com>"),
+        ),
+        SENDER,
+    )
+    mail = message_from_bytes(mime.as_bytes(), policy=policy.default)
+    assert mail["In-Reply-To"] == "<m2@mail.example.com>"
+    assert mail["References"] == "<m1@mail.example.com> <m2@mail.example.com>"
+    plain = message_from_bytes(build_message(outbound(), SENDER).as_bytes(), policy=policy.default)
+    assert plain["In-Reply-To"] is None and plain["References"] is None
+
+
+@pytest.mark.parametrize("field", ["in_reply_to", "references"])
+def test_line_breaks_in_threading_headers_are_refused(field: str) -> None:
+    bad = "<m1@mail.example.com>\r\nBcc: x@evil.test"
+    with pytest.raises(UnsafeHeader):
+        value: Any = bad if field == "in_reply_to" else (bad,)
+        build_message(outbound(**{field: value}), SENDER)
+
+
+def test_a_message_without_html_is_plain_text() -> None:
+    mime = build_message(outbound(html=""), SENDER)
+    assert mime.get_content_type() == "text/plain"

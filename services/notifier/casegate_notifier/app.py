@@ -1,8 +1,13 @@
-"""The notifier's application factory: Redis, the email provider, the bus, the ops routes."""
+"""The notifier's application factory: the policy and its templates (checked before anything
+starts), Redis, the providers, the bus consumers, the timer task for held notifications and
+digests, and the ops routes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from email.utils import parseaddr
 
 from aiohttp import web
@@ -12,60 +17,106 @@ from casegate_shared.bus import Bus
 from casegate_shared.observability import add_ops_routes
 
 from . import handlers
+from .adapters.breaker import CircuitBreaker
 from .adapters.dedupe import DeliveryLedger
+from .adapters.digest import DigestStore
 from .adapters.sandbox import Sandbox
-from .adapters.smtp import SmtpSender
-from .domain.delivery import EmailSender
-from .domain.policy import TEMPLATES_IN_USE
+from .adapters.schedule import HeldNotifications
+from .cli import check_policy
+from .dispatch import Delivery
+from .domain.policy import Policy
+from .domain.policy_file import load_policy
 from .domain.render import Renderer
+from .domain.retry import RetryPolicy
 from .http import SANDBOX, add_sandbox_routes
+from .pending import Pending
+from .providers import build_providers
 from .settings import Settings
+
+Clock = Callable[[], datetime]
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 BUS = web.AppKey("bus", Bus)
-EMAIL = web.AppKey("email", EmailSender)
+POLICY = web.AppKey("policy", Policy)
+DELIVERY = web.AppKey("delivery", Delivery)
+PENDING = web.AppKey("pending", Pending)
+CLOCK = web.AppKey("clock", Clock)
 
 
-async def _redis(app: web.Application) -> AsyncIterator[None]:
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_checked(settings: Settings) -> tuple[Policy, Renderer]:
+    """The policy and its templates, or an error that stops the start (never a bad send)."""
+    policy = load_policy(settings.notify_policy_file)
+    renderer = Renderer(default_language=policy.default_language)
+    problems = check_policy(policy, renderer)
+    if problems:
+        raise ValueError(f"{settings.notify_policy_file}: " + "\n".join(problems))
+    return policy, renderer
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
+    policy, renderer = load_checked(s)
     redis = Redis.from_url(s.redis_url, decode_responses=True)
     app[REDIS] = redis
+    app[POLICY] = policy
     app[SANDBOX] = Sandbox(redis, s.redis_prefix, s.sandbox_max)
-    app[EMAIL] = (
-        SmtpSender(s.smtp_url, s.smtp_from, s.smtp_timeout_s) if s.smtp_url else app[SANDBOX]
-    )
-    yield
+    async with contextlib.AsyncExitStack() as stack:
+        providers = await build_providers(s, redis, app[SANDBOX], policy, stack)
+        app[DELIVERY] = Delivery(
+            policy=policy,
+            renderer=renderer,
+            ledger=DeliveryLedger(redis, s.redis_prefix, s.send_lease_s, s.dedupe_ttl_s),
+            providers=providers,
+            breaker=CircuitBreaker(
+                redis, s.redis_prefix,
+                failures=s.breaker_failures, window_s=s.breaker_window_s, probe_s=s.breaker_probe_s,
+            ),
+            retry=RetryPolicy(s.retry_base_s, s.retry_cap_s, s.delivery_deadline_s),
+            clock=app[CLOCK],
+            sender_domain=parseaddr(s.smtp_from)[1].rpartition("@")[2],
+        )
+        yield
     await redis.aclose()
 
 
 async def _bus(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     bus = Bus(s, source="notifier")
-    renderer = Renderer()
-    for channel, names in TEMPLATES_IN_USE.items():
-        renderer.check(channel.value, list(names))  # a broken template fails the start, not a send
-    deps = handlers.Deps(
-        ledger=DeliveryLedger(app[REDIS], s.redis_prefix, s.send_lease_s, s.dedupe_ttl_s),
-        renderer=renderer,
-        email=app[EMAIL],
-        sender_domain=parseaddr(s.smtp_from)[1].rpartition("@")[2],
+    pending = Pending(
+        bus,
+        app[DELIVERY],
+        HeldNotifications(app[REDIS], s.redis_prefix),
+        DigestStore(app[REDIS], s.redis_prefix, s.dedupe_ttl_s),
+        tick_s=s.scheduler_tick_s,
+        lease_s=s.send_lease_s,
     )
+    app[PENDING] = pending
     await bus.connect()
     app[BUS] = bus
-    handlers.register(bus, deps)
+    handlers.register(bus, app[DELIVERY], pending)
     await bus.start_consumers()
+    timer = asyncio.create_task(pending.run(), name="notifier-pending")
     yield
+    await pending.stop(timer)
     await bus.close()
 
 
-async def init_app(settings: Settings) -> web.Application:
+async def init_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    """`clock` is for tests that move time (quiet hours, digests); it defaults to real UTC."""
     app = web.Application()
     app[SETTINGS] = settings
-    # Order matters: consumers start last and stop first, while Redis is still there.
-    app.cleanup_ctx.append(_redis)
+    app[CLOCK] = clock or _utcnow
+    # Order matters: consumers and the timer stop first, while Redis and providers are there.
+    app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_bus)
     if settings.smtp_url is None:
+        # Development mode: the sandbox page shows what went out. With a real mail server it
+        # is not served (SMS or Slack without their providers still land in the sandbox list).
         add_sandbox_routes(app)
 
     async def bus_ready() -> None:
@@ -74,6 +125,7 @@ async def init_app(settings: Settings) -> web.Application:
     async def redis_ready() -> None:
         await app[REDIS].ping()
 
-    # No SMTP check: a provider that is down delays mail (retries), it is not unreadiness.
+    # No provider check: a provider that is down delays notifications (retries, breaker), it
+    # is not unreadiness.
     add_ops_routes(app, {"bus": bus_ready, "redis": redis_ready})
     return app

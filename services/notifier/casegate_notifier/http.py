@@ -1,4 +1,5 @@
-"""HTTP views of the email sandbox: what the notifier would have sent, as JSON and as a page.
+"""HTTP views of the sandbox: what the notifier would have sent, on every channel, as JSON
+(`?case_ref=`, `?channel=`) and as a page.
 
 Served only while the sandbox is the email provider; with real SMTP these routes do not exist.
 """
@@ -16,7 +17,8 @@ SANDBOX = web.AppKey("sandbox", Sandbox)
 
 async def list_messages(request: web.Request) -> web.Response:
     case_ref = request.query.get("case_ref") or None
-    return web.json_response(await request.app[SANDBOX].messages(case_ref))
+    channel = request.query.get("channel") or None
+    return web.json_response(await request.app[SANDBOX].messages(case_ref, channel))
 
 
 async def clear_messages(request: web.Request) -> web.Response:
@@ -28,9 +30,10 @@ async def sandbox_page(request: web.Request) -> web.Response:
     case_ref = request.query.get("case_ref") or None
     messages = await request.app[SANDBOX].messages(case_ref)
     rows = "\n".join(
-        "<article><h2>{subject}</h2><p class=meta>{time} &middot; to {to} &middot; {ref}</p>"
-        "<pre>{body}</pre></article>".format(
+        "<article><h2>{subject}</h2><p class=meta>{time} &middot; {channel} to {to} &middot; {ref}"
+        "</p><pre>{body}</pre></article>".format(
             subject=escape(str(m.get("subject", ""))),
+            channel=escape(str(m.get("channel", ""))),
             time=escape(str(m.get("time", ""))),
             to=escape(str(m.get("to", ""))),
             ref=escape(str(m.get("case_ref", ""))),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from email.utils import parseaddr
+from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from casegate_shared.settings import ServiceSettings
 
@@ -26,6 +27,58 @@ class Settings(ServiceSettings):
         60, ge=3, description="How long a send may hold its dedupe claim before others may retry"
     )
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long a delivery is remembered")
+    # --- notification policy and delivery -------------------------------------------------
+    notify_policy_file: Path = Field(
+        Path("config/notify.yaml"),
+        description="Notification policy (YAML), validated at start; `casegate notify check`",
+    )
+    delivery_deadline_s: float = Field(
+        6 * 3600, gt=0, description="Temporary failures are retried until then, then failed"
+    )
+    retry_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles as time passes")
+    retry_cap_s: float = Field(300.0, gt=0, description="Longest wait between two retries")
+    breaker_failures: int = Field(
+        5, ge=1, description="Failures of a provider within breaker_window_s that open its breaker"
+    )
+    breaker_window_s: float = Field(30.0, gt=0, description="Window in which failures count")
+    breaker_probe_s: float = Field(
+        15.0, gt=0, description="While a breaker is open, one probe send per this many seconds"
+    )
+    scheduler_tick_s: float = Field(
+        1.0, gt=0, description="How often held (quiet hours) and digested notifications are checked"
+    )
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON {"subscriber": "secret"}: the HMAC key of each webhook in the policy',
+    )
+    webhook_allow_http: bool = Field(False, description="Allow http:// webhook URLs (tests only)")
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhooks to loopback, private, link-local and metadata addresses",
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="One webhook POST, connect to answer")
+
+    # --- Twilio SMS and Slack providers (each used only when its credentials are set) -----
+    public_url: str | None = Field(
+        None,
+        description="Base URL where Twilio reaches intake: status callbacks go to "
+        "<public_url>/v1/twilio/status; unset: no status callbacks",
+    )
+    twilio_account_sid: str | None = Field(None, description="Account SID (AC…)")
+    twilio_auth_token: SecretStr | None = Field(None, description="Auth token of that account")
+    twilio_from: str | None = Field(None, description="Sending number, E.164")
+    twilio_api_base: str = Field("https://api.twilio.com", description="Twilio REST origin")
+    twilio_rate_per_s: float = Field(
+        1.0, gt=0, description="SMS per second from the sending number, across all replicas"
+    )
+    slack_bot_token: SecretStr | None = Field(None, description="xoxb- token that posts cases")
+    slack_api_base: str = Field("https://slack.com/api/", description="Slack Web API base URL")
+    slack_rate_per_s: float = Field(
+        1.0, gt=0, description="Slack posts per second per channel, across all replicas"
+    )
+    provider_timeout_s: float = Field(
+        10.0, gt=0, description="One Twilio or Slack API call, connect to answer"
+    )
 
     @field_validator("smtp_from")
     @classmethod

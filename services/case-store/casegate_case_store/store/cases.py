@@ -7,6 +7,7 @@ commits, so the inbox row, the change and the outbox events land together.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from casegate_shared.events import Channel, NotificationOutcome
 from ..domain.timeline import TimelineEntry
 
 MAX_REF_TRIES = 8
+_SLACK_CHANNEL_POST = re.compile(r"[CG][A-Z0-9]{2,20}:\d{6,12}\.\d{1,8}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,15 @@ async def record_delivery(
         outcome.outcome, outcome.provider_message_id, outcome.reason,
     )
     mid = outcome.provider_message_id
+    if outcome.channel is Channel.SLACK and outcome.outcome == "sent" and mid and (
+        _SLACK_CHANNEL_POST.fullmatch(mid)
+    ):
+        # The first post about the case in a team channel is its card: thread messages there
+        # are about this case (DMs to a person, D…, are not threads anyone else reads).
+        await conn.execute(
+            "UPDATE cases SET slack_thread = $2 WHERE id = $1 AND slack_thread IS NULL",
+            case_id, mid,
+        )
     if outcome.channel is Channel.EMAIL and outcome.outcome == "sent" and mid and mid.startswith("<"):
         await conn.execute(
             "INSERT INTO case_message_ids (message_id, case_id, direction) "

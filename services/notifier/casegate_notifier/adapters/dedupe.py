@@ -2,14 +2,17 @@
 
 States of `<prefix>:notify:<key>`: absent (nobody tried), "sending" (a send holds a lease and
 may still be running, or crashed: the lease expires), "done" (delivered; remembered for the
-TTL), "failed" (permanently undeliverable). Claiming is one atomic script, one round trip.
+TTL), "failed" (undeliverable; `<key>:why` keeps the reason, so a redelivery can repeat the
+same outcome or move on to the fallback channel). Claiming is one atomic script, one round trip.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+import json
 
 from redis.asyncio import Redis
+
+from ..domain.delivery import Claim, Failure
 
 # SET NX EX, and if someone was first, say what state they left.
 _CLAIM = """
@@ -25,13 +28,6 @@ if redis.call('GET', KEYS[1]) == 'sending' then
 end
 return 0
 """
-
-
-class Claim(StrEnum):
-    CLAIMED = "claimed"  # ours: send now
-    DONE = "done"  # already delivered: only repeat the outcome
-    FAILED = "failed"  # already failed for good: only repeat the outcome
-    BUSY = "sending"  # someone else holds the lease: come back after it
 
 
 class DeliveryLedger:
@@ -62,8 +58,21 @@ class DeliveryLedger:
     async def mark_done(self, dedupe_key: str) -> None:
         await self._redis.set(self.key(dedupe_key), Claim.DONE.value, ex=self._ttl_s)
 
-    async def mark_failed(self, dedupe_key: str) -> None:
-        await self._redis.set(self.key(dedupe_key), Claim.FAILED.value, ex=self._ttl_s)
+    async def mark_failed(self, dedupe_key: str, failure: Failure | None = None) -> None:
+        failure = failure or Failure("failed permanently on an earlier attempt")
+        why = json.dumps({"reason": failure.reason, "permanent": failure.permanent})
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self.key(dedupe_key)}:why", why, ex=self._ttl_s)
+            pipe.set(self.key(dedupe_key), Claim.FAILED.value, ex=self._ttl_s)
+            await pipe.execute()
+
+    async def failure(self, dedupe_key: str) -> Failure:
+        raw = await self._redis.get(f"{self.key(dedupe_key)}:why")
+        try:
+            doc = json.loads(raw) if raw else {}
+            return Failure(str(doc["reason"]), bool(doc.get("permanent", True)))
+        except (ValueError, KeyError, TypeError):
+            return Failure("failed permanently on an earlier attempt")
 
     async def release(self, dedupe_key: str) -> None:
         await self._release(keys=[self.key(dedupe_key)])

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-from ..domain.delivery import OutboundEmail, SendResult
+from ..domain.delivery import Outbound, SendResult
 
 _UNSAFE = ("\r", "\n", "\0")
 
@@ -66,9 +66,7 @@ def _address(field: str, name: str | None, addr: str) -> Address:
         raise UnsafeHeader(f"{field} is not a valid address: {exc}") from exc
 
 
-def build_message(
-    message: OutboundEmail, sender: str, *, now: datetime | None = None
-) -> EmailMessage:
+def build_message(message: Outbound, sender: str, *, now: datetime | None = None) -> EmailMessage:
     """The MIME message (text and HTML alternatives); raises UnsafeHeader, builds nothing risky."""
     from_name, from_addr = parseaddr(_safe("from", sender))
     msg = EmailMessage(policy=policy.SMTP)
@@ -81,8 +79,14 @@ def build_message(
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Casegate-Ref"] = _safe("case_ref", message.case_ref)
+    # Threading: the customer's mail client files our answer under their own message.
+    if message.in_reply_to:
+        msg["In-Reply-To"] = _safe("in_reply_to", message.in_reply_to)
+    if message.references:
+        msg["References"] = " ".join(_safe("references", r) for r in message.references)
     msg.set_content(message.text)
-    msg.add_alternative(message.html, subtype="html")
+    if message.html:
+        msg.add_alternative(message.html, subtype="html")
     return msg
 
 
@@ -108,7 +112,7 @@ class SmtpSender:
         self._sender = sender
         self._timeout_s = timeout_s
 
-    async def send(self, message: OutboundEmail) -> SendResult:
+    async def send(self, message: Outbound) -> SendResult:
         try:
             mime = build_message(message, self._sender)
         except UnsafeHeader as exc:
