@@ -402,3 +402,29 @@ def test_webhook_subscribers_hear_the_events_they_name_internal_ones_too() -> No
     [hook] = [n for n in found if n.audience == "webhook"]
     assert hook.routes == (Route(Medium.WEBHOOK, "crm"),) and hook.urgent and not hook.digest
     assert hook.dedupe_key.endswith("/webhook/crm")
+
+
+@pytest.mark.parametrize(
+    ("opted_out", "bouncing", "passed_over", "why"),
+    [
+        ([], [], None, None),  # their first channel works: no fallback to report
+        ([Channel.SMS], [], Channel.SMS, "opted out"),
+        ([], ["+15550001111"], Channel.SMS, "address bounces"),
+    ],
+)
+def test_a_customer_whose_first_channel_is_unusable_is_reported_as_a_fallback(
+    opted_out: list[Channel], bouncing: list[str], passed_over: Channel | None, why: str | None
+) -> None:
+    from casegate_notifier.domain import audience
+    from casegate_notifier.domain.facts import Facts
+    from casegate_shared.events import Contact
+
+    contact = Contact(customer_id=1, email="pat@example.com", phone="+15550001111",
+                      preferred_channel=Channel.SMS, opted_out=opted_out, bouncing=bouncing)
+    facts = Facts(event_id="e1", event_type="case.status_changed", ref="CS-222222",
+                  occurred_at=datetime.now(UTC), customer=contact)
+    who = audience.customer(facts, [Channel.EMAIL, Channel.SMS])
+    assert not isinstance(who, str)
+    assert (who.passed_over, who.passed_over_reason) == (passed_over, why)
+    first = who.routes[0].medium
+    assert first is (Medium.SMS if passed_over is None else Medium.EMAIL)

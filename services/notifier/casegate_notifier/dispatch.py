@@ -260,6 +260,11 @@ async def publish_outcome(
     channel = s.route.medium.channel
     if channel is None:
         return  # a webhook: no channel in the outcome contract, its log line and metric only
+    fallback_from = s.fallback_from.channel if s.fallback_from is not None else None
+    if fallback_from is None and n.passed_over is not None and n.passed_over is not channel:
+        # Their first channel was never tried (opted out, bouncing): still a fallback.
+        fallback_from = n.passed_over
+        why = "; ".join(w for w in (f"{n.passed_over.value}: {n.passed_over_reason}", why) if w)
     payload = NotificationOutcome(
         ref=n.case_ref,
         notification_key=s.key,
@@ -271,7 +276,7 @@ async def publish_outcome(
         provider_message_id=provider_message_id or s.result.provider_message_id,
         reason=why,
         permanent=s.permanent and not s.result.ok,
-        fallback_from=s.fallback_from.channel if s.fallback_from is not None else None,
+        fallback_from=fallback_from,
     )
     await bus.publish(
         envelope(

@@ -165,6 +165,11 @@ def notification_summary(outcome: NotificationOutcome) -> str:
     channel = CHANNEL_WORDS.get(outcome.channel, outcome.channel.value)
     to = mask_recipient(outcome.recipient)
     line = f"{outcome.template} {outcome.outcome} by {channel} to {to}"
+    if outcome.fallback_from is not None:
+        instead = CHANNEL_WORDS.get(outcome.fallback_from, outcome.fallback_from.value)
+        line += f" instead of {instead}"
+        if outcome.outcome == "sent" and outcome.reason:
+            line += f" ({_one_line(outcome.reason, REASON_MAX)})"
     if outcome.outcome == "failed" and outcome.reason:
         line += f": {_one_line(outcome.reason, REASON_MAX)}"
     return line
@@ -185,5 +190,7 @@ def notification(outcome: NotificationOutcome) -> TimelineEntry:
             "outcome": outcome.outcome,
             "provider_message_id": outcome.provider_message_id,
             "reason": outcome.reason,
+            "permanent": outcome.permanent,
+            "fallback_from": outcome.fallback_from.value if outcome.fallback_from else None,
         },
     )

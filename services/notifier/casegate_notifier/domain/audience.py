@@ -38,6 +38,10 @@ class Recipient:
     language: str | None = None  # None: the policy's default language
     quiet: QuietHours | None = None
     note: str = ""  # what was skipped on the way, for the verdict's reason
+    # The channel they would have heard on first, when it could not be used (opted out,
+    # bouncing): the outcome says the message went elsewhere, and why.
+    passed_over: Channel | None = None
+    passed_over_reason: str | None = None
 
 
 def one_line(text: str, limit: int) -> str:
@@ -109,6 +113,7 @@ def customer(facts: Facts, default_order: list[Channel]) -> Recipient | str:
             order.append(channel)
     routes: list[Route] = []
     skipped: list[str] = []
+    passed_over: tuple[Channel, str] | None = None
     bouncing = {b.strip().lower() for b in contact.bouncing}
     for channel in order:
         if channel not in DELIVERABLE:
@@ -116,6 +121,8 @@ def customer(facts: Facts, default_order: list[Channel]) -> Recipient | str:
             continue
         if channel in contact.opted_out:
             skipped.append(f"{channel.value}: opted out")
+            if not routes and passed_over is None:
+                passed_over = (channel, "opted out")
             continue
         route = reply_route if reply_route and reply_route.medium.value == channel.value else None
         address = route.address if route else _address_on(contact, channel)
@@ -124,6 +131,8 @@ def customer(facts: Facts, default_order: list[Channel]) -> Recipient | str:
             continue
         if address.lower() in bouncing:
             skipped.append(f"{channel.value}: address bounces")
+            if not routes and passed_over is None:
+                passed_over = (channel, "address bounces")
             continue
         routes.append(Route(DELIVERABLE[channel], address))
     if not routes:
@@ -133,7 +142,9 @@ def customer(facts: Facts, default_order: list[Channel]) -> Recipient | str:
     except QuietHoursProblem as exc:
         quiet, skipped = None, [*skipped, f"quiet hours ignored: {exc}"]
     name = one_line(contact.name or "", NAME_MAX) or None
-    return Recipient("customer", name, tuple(routes), contact.language, quiet, "; ".join(skipped))
+    over, why = passed_over if passed_over is not None else (None, None)
+    return Recipient("customer", name, tuple(routes), contact.language, quiet, "; ".join(skipped),
+                     over, why)
 
 
 def agent(role: str, person: Participant) -> Recipient | str:

@@ -149,6 +149,8 @@ class Notification(BaseModel):
     thread: str | None = None
     items: tuple[dict[str, str], ...] = ()  # a digest's updates, oldest first
     card: CaseSnapshot | None = None  # a new case for a team's Slack channel: posted as its card
+    passed_over: Channel | None = None  # their first channel, unusable (opted out, bouncing)
+    passed_over_reason: str | None = None
 
     @property
     def channel(self) -> Medium:
@@ -255,6 +257,8 @@ def _notification(
         references=tuple(case.references) if case and who.audience == "customer" else (),
         thread=case.slack_thread if case and who.audience != "customer" else None,
         card=case if who.audience == "team_channel" and facts.event_type == ROUTED else None,
+        passed_over=who.passed_over,
+        passed_over_reason=who.passed_over_reason,
     )
 
 
