@@ -150,6 +150,12 @@ async def test_sms_to_slack_claim_reply_delivery_stop_and_fallback(
 
         assert await wait_for(thread_key) == f"{CHANNEL}:{ts}"
 
+        # The card in the channel is redrawn in place: it now shows who has the case.
+        async def card_shows_assignee() -> bool:
+            return "agent42" in json.dumps(slack.posts[(CHANNEL, ts)].get("blocks", []))
+
+        await wait_for(card_shows_assignee)
+
         # A thread message is an internal note; with the prefix it is a reply by SMS.
         for text in ("checking the line tests", "!reply A technician is on the way"):
             event = {"type": "message", "channel": CHANNEL, "user": AGENT, "text": text,
@@ -182,6 +188,13 @@ async def test_sms_to_slack_claim_reply_delivery_stop_and_fallback(
                 case_id) == 2
 
         await wait_for(joined)
+
+        # ... and the customer's new message is in the case's thread, for the team to read.
+        async def in_thread() -> bool:
+            return any(m.get("thread_ts") == ts and "Still down" in json.dumps(m)
+                       for (channel, _), m in slack.posts.items() if channel == CHANNEL)
+
+        await wait_for(in_thread)
         customer = await db.fetchval("SELECT customer_id FROM cases WHERE id = $1", case_id)
         assert await db.fetchval("SELECT count(*) FROM cases WHERE customer_id = $1",
                                  customer) == 1

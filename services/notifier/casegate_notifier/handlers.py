@@ -32,6 +32,7 @@ from .domain.facts import CUSTOMER_VISIBLE, NOTIFICATION_FAILED, facts_of
 from .domain.policy import decide
 from .domain.render import TemplateProblem
 from .pending import Pending
+from .threads import THREAD_KEYS, ThreadSync
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ QUEUES: list[str] = [
     "notifier.changes",
     "notifier.internal",
     "notifier.failures",
+    "notifier.threads",
 ]
 
 
@@ -63,6 +65,14 @@ def register(bus: Bus, delivery: Delivery, pending: Pending) -> None:
     @bus.subscriber("notifier.internal", INTERNAL_CHANGES, CaseUpdated)
     async def on_internal_change(event: Envelope[CaseUpdated]) -> None:
         await notify(delivery, pending, event)
+
+    # The team's Slack card and thread: their own queue, so a slow Slack never holds up
+    # notifications to people.
+    threads = ThreadSync(delivery)
+
+    @bus.subscriber("notifier.threads", THREAD_KEYS, CaseUpdated)
+    async def on_card_change(event: Envelope[CaseUpdated]) -> None:
+        await threads.on_change(event)
 
     @bus.subscriber("notifier.failures", [NOTIFICATION_FAILED], NotificationOutcome)
     async def on_notification_failed(event: Envelope[NotificationOutcome]) -> None:
