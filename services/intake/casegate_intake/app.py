@@ -1,5 +1,5 @@
-"""Intake's application factory: the bus, the web form, provider webhook and tracking page
-routes, the ops routes."""
+"""Intake's application factory: the bus, the mailbox watchers, the web form, provider webhook
+and tracking page routes, the ops routes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from casegate_shared.bus import Bus
 from casegate_shared.observability import add_ops_routes
 
 from . import handlers
+from .adapters.imap import MailboxWatcher
 from .http import BUS, SETTINGS, add_routes
 from .settings import Settings
 from .tracking import add_tracking_routes
@@ -29,11 +30,21 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     await bus.close()
 
 
+async def _mailboxes(app: web.Application) -> AsyncIterator[None]:
+    """One watcher per configured mailbox (none when CASEGATE_IMAP_MAILBOXES is empty); it
+    stops before the bus closes, so nothing is marked processed without a confirm."""
+    watcher = MailboxWatcher(app[SETTINGS], app[BUS])  # a bad mailbox URL stops the start
+    await watcher.start()
+    yield
+    await watcher.stop()
+
+
 async def init_app(settings: Settings) -> web.Application:
     # Every route here takes small bodies; the limit is deliberate (aiohttp's default is 1 MiB).
     app = web.Application(client_max_size=settings.webform_max_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_bus)
+    app.cleanup_ctx.append(_mailboxes)
     add_routes(app)
     add_webhook_routes(app, settings)
     add_tracking_routes(app, settings)

@@ -81,7 +81,8 @@ class Settings(ServiceSettings):
     )
     imap_batch: int = Field(50, ge=1, le=1000, description="Messages fetched and published at once")
     imap_message_max_bytes: int = Field(
-        32 * 1024 * 1024, ge=1024, description="Larger messages are taken in as headers only"
+        8 * 1024 * 1024, ge=1024,
+        description="Larger emails are taken in piecemeal: text parsed, attachments streamed",
     )
     imap_message_attachments_max_bytes: int = Field(
         40 * 1024 * 1024, ge=1024, description="Attachments stored per message, all together"
