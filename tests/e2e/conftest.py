@@ -3,6 +3,7 @@ the four services against this run's vhost, database and Redis, plus a real SMTP
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,11 +11,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -29,6 +31,21 @@ rules:
     then: {team: billing, priority: P2}
 default: {team: support, priority: P3}
 """
+
+
+T = TypeVar("T")
+
+
+async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    """Poll `check` until it returns something truthy, and return that; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.1)
 
 
 class Inbox:

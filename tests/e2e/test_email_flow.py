@@ -8,32 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from email import message_from_string
 from email.message import EmailMessage, Message
 from email.utils import make_msgid
-from typing import TypeVar
 
 import asyncpg
 import pytest
 
 from tests.support.dovecot import Dovecot, dovecot  # noqa: F401 - fixture
 
-from .conftest import Inbox, Stack, stack_env, start_stack, stop_stack
+from .conftest import Inbox, Stack, stack_env, start_stack, stop_stack, wait_for
 
-T = TypeVar("T")
 SUPPORT = "support@casegate.localhost"
-
-
-async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,11 @@ the same case, and after STOP the next update goes out by email instead."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -23,25 +22,13 @@ from tests.standins.twilio import TwilioStandIn, sid
 from casegate_case_store.store.users import Role, create_user
 from casegate_shared.events import CASE_REF_PATTERN
 
-from .conftest import ROOT, Inbox, Stack, stack_env, start_stack, stop_stack
+from .conftest import ROOT, Inbox, Stack, stack_env, start_stack, stop_stack, wait_for
 
-T = TypeVar("T")
 CUSTOMER = "+15550007777"
 OUR_NUMBER = "+15550000000"
 AGENT = "U0AGENT42"
 CHANNEL = "C0SUPPORT"
 SIGNING_SECRET = "e2e-slack-signing-secret"
-
-
-async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +116,10 @@ async def test_sms_to_slack_claim_reply_delivery_stop_and_fallback(
         ref, ts = await wait_for(card)
         case_id = await db.fetchval("SELECT id FROM cases WHERE ref = $1", ref)
         # The customer got their acknowledgement by SMS, on the channel they wrote from.
-        await wait_for(lambda: _async(bool(sms_to_customer(twilio))))
+        async def acknowledged() -> bool:
+            return bool(sms_to_customer(twilio))
+
+        await wait_for(acknowledged)
 
         # Claim from Slack.
         click = block_action("claim", ref, user=AGENT, channel=CHANNEL, message_ts=ts)
@@ -237,10 +227,6 @@ async def test_sms_to_slack_claim_reply_delivery_stop_and_fallback(
             raise AssertionError([r["body"] for r in rows]) from None
     finally:
         await db.close()
-
-
-async def _async(value: T) -> T:
-    return value
 
 
 def _text(message: Any) -> str:

@@ -3,33 +3,20 @@ process, to a case row routed by the rules file and an acknowledgement at a real
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 
 import aiohttp
 import asyncpg
 
 from casegate_shared.events import CASE_REF_PATTERN
 
-from .conftest import Stack
+from .conftest import Stack, wait_for
 
 
 async def post_form(stack: Stack, **fields: str) -> tuple[int, dict[str, object]]:
     async with aiohttp.ClientSession() as http:
         async with http.post(stack.url("intake", "/v1/webform"), json=fields) as resp:
             return resp.status, await resp.json()
-
-
-async def wait_for(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.1)
 
 
 async def test_webform_becomes_a_routed_case_and_an_acknowledgement(stack: Stack) -> None:

@@ -4,43 +4,19 @@ cannot be applied is parked with its reason."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from aiohttp import web
 from tests.conftest import eventually
-from tests.integration.test_case_store_service import Observer, running, settings  # noqa: F401
+from tests.integration.case_store_fixtures import db, observer, service, settings  # noqa: F401
+from tests.integration.test_case_store_service import Observer
 
-from casegate_case_store.settings import Settings
 from casegate_case_store.store.users import Role, create_user
 from casegate_shared.bus import Bus
 from casegate_shared.dlq import list_parked
 from casegate_shared.events import (
     AgentAction, AgentActionKind, Channel, MessageReceived, Sender, envelope, utcnow,
 )
-from casegate_shared.settings import BusSettings
-
-
-@pytest.fixture
-async def db(clean_db: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(clean_db)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def observer(bus_settings: BusSettings) -> AsyncIterator[Observer]:
-    obs = Observer(bus_settings, ["case.#"])
-    await obs.start()
-    yield obs
-    await obs.close()
-
-
-@pytest.fixture
-async def service(settings: Settings, observer: Observer) -> AsyncIterator[web.Application]:  # noqa: F811
-    async with running(settings) as app:
-        yield app
 
 
 async def open_case(publisher: Bus, observer: Observer, db: asyncpg.Connection) -> str:

@@ -4,44 +4,20 @@ delivery record."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from aiohttp import web
 from tests.conftest import eventually
-from tests.integration.test_case_store_service import Observer, running, settings  # noqa: F401
+from tests.integration.case_store_fixtures import db, observer, service, settings  # noqa: F401
+from tests.integration.test_case_store_service import Observer
 
-from casegate_case_store.settings import Settings
 from casegate_shared.bus import Bus
 from casegate_shared.events import (
     Channel, DeliveryUpdated, MessageKind, MessageReceived, NotificationOutcome, Sender,
     envelope, utcnow,
 )
-from casegate_shared.settings import BusSettings
 
 PHONE = "+15550002222"
-
-
-@pytest.fixture
-async def db(clean_db: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(clean_db)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def observer(bus_settings: BusSettings) -> AsyncIterator[Observer]:
-    obs = Observer(bus_settings, ["case.#"])
-    await obs.start()
-    yield obs
-    await obs.close()
-
-
-@pytest.fixture
-async def service(settings: Settings, observer: Observer) -> AsyncIterator[web.Application]:  # noqa: F811
-    async with running(settings) as app:
-        yield app
 
 
 def sms(sid: str, body: str, kind: MessageKind = MessageKind.MESSAGE) -> object:
