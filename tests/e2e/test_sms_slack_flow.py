@@ -157,6 +157,13 @@ async def test_sms_to_slack_claim_reply_delivery_stop_and_fallback(
                          if "technician" in m["body"]), None)
 
         reply = await wait_for(reply_sms)
+
+        # ... and the thread says it went out, by SMS, to whom (masked).
+        async def echoed() -> bool:
+            return any(m.get("thread_ts") == ts and "Reply sent by SMS" in json.dumps(m)
+                       for (channel, _), m in slack.posts.items() if channel == CHANNEL)
+
+        await wait_for(echoed)
         assert not any("line tests" in m["body"] for m in sms_to_customer(twilio))
 
         # Twilio reports delivery; it lands on the case's timeline.

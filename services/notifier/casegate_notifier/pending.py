@@ -34,6 +34,7 @@ from .domain.delivery import Medium, delivery_key
 from .domain.policy import Notification
 from .domain.quiet import QuietHoursProblem, held_until
 from .domain.render import TemplateProblem
+from .threads import echo_outcome
 
 log = logging.getLogger(__name__)
 DIGEST_RULE = "digest"
@@ -144,6 +145,7 @@ class Pending:
         if isinstance(step, Wait):
             raise Defer(step.reason, step.seconds)
         await publish_outcome(self._bus, n, step, correlation_id)
+        await echo_outcome(d, n, step)
 
     # --- the timer path -------------------------------------------------------------------
 
@@ -204,6 +206,7 @@ class Pending:
                 await self.held.later(member, now + timedelta(seconds=step.seconds))
                 return
             await publish_outcome(self._bus, n, step, job.correlation_id)
+            await echo_outcome(self._d, n, step)
             await self.held.remove(member)
 
     async def _flush(self, recipient: str, now: datetime) -> None:

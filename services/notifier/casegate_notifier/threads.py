@@ -2,7 +2,8 @@
 
 When a case that has a card (case-store keeps its `channel:ts` as the case's Slack thread)
 changes, the card is redrawn in place: assignee, status, priority, due times and buttons.
-A customer's new message is posted into the thread. Each step is claimed in the delivery ledger under a key
+A customer's new message is posted into the thread, and so is what became of an agent's reply
+to the customer (sent, or failed and why, and on which channel). Each step is claimed in the delivery ledger under a key
 derived from the event, so a redelivered event does not post twice (Slack has no idempotency
 key of its own).
 """
@@ -17,8 +18,9 @@ from casegate_shared.events import CaseChange, CaseUpdated, Envelope
 
 from .adapters.dedupe import Claim
 from .adapters.slack import SlackPoster
-from .dispatch import Delivery
+from .dispatch import Delivery, Settled, mask
 from .domain.delivery import Medium, SendResult
+from .domain.policy import Notification
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +73,32 @@ class ThreadSync:
         # A card that cannot be updated (deleted, archived channel) is not worth parking the
         # event for: the case itself is fine.
         log.warning("Slack thread not updated", extra={"ref": ref, "reason": result.reason})
+
+
+async def echo_outcome(d: Delivery, n: Notification, s: Settled) -> None:
+    """What became of an agent's reply to the customer, said in the case's thread, where
+    the agent wrote it. Never raises: the reply itself is settled either way."""
+    slack = d.providers.get(Medium.SLACK)
+    if (not isinstance(slack, SlackPoster) or s.repeated or not n.case_thread
+            or n.audience != "customer" or n.event_type != "case.reply_added"):
+        return
+    channel = s.route.medium.value.upper() if s.route.medium is Medium.SMS else s.route.medium.value
+    text = f"Reply {'sent' if s.result.ok else 'not delivered'} by {channel} to {mask(s.route.address)}"
+    if s.fallback_from is not None or n.passed_over is not None:
+        text += f" (instead of {(s.fallback_from.value if s.fallback_from else n.passed_over)})"
+    if not s.result.ok and s.result.reason:
+        text += f": {s.result.reason[:300]}"
+    key = f"thread:{s.key}:outcome"
+    try:
+        if await d.ledger.claim(key) is not Claim.CLAIMED:
+            return
+        posted = await slack.reply_in_thread(n.case_thread, n.case_ref, text, author="casegate")
+        if posted.ok:
+            await d.ledger.mark_done(key)
+        else:
+            await d.ledger.release(key)
+            log.warning("reply outcome not echoed to Slack", extra={"ref": n.case_ref,
+                                                                    "reason": posted.reason})
+    except Exception as exc:  # noqa: BLE001 - an echo must never undo a settled delivery
+        log.warning("reply outcome not echoed to Slack", extra={"ref": n.case_ref,
+                                                                "error": repr(exc)[:200]})

@@ -149,6 +149,7 @@ class Notification(BaseModel):
     thread: str | None = None
     items: tuple[dict[str, str], ...] = ()  # a digest's updates, oldest first
     card: CaseSnapshot | None = None  # a new case for a team's Slack channel: posted as its card
+    case_thread: str | None = None  # the case's Slack card (channel:ts), for outcome echoes
     passed_over: Channel | None = None  # their first channel, unusable (opted out, bouncing)
     passed_over_reason: str | None = None
 
@@ -257,6 +258,7 @@ def _notification(
         references=tuple(case.references) if case and who.audience == "customer" else (),
         thread=case.slack_thread if case and who.audience != "customer" else None,
         card=case if who.audience == "team_channel" and facts.event_type == ROUTED else None,
+        case_thread=case.slack_thread if case else None,
         passed_over=who.passed_over,
         passed_over_reason=who.passed_over_reason,
     )
