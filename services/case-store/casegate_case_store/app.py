@@ -16,6 +16,7 @@ from casegate_shared.observability import add_ops_routes
 from casegate_shared.blobs import blob_store
 
 from . import api, handlers
+from .inbound import ThreadingRules
 from .api.attachments import UPLOAD_LIMIT
 from .api.routing import BLOBS
 from .api.routing import POOL as API_POOL
@@ -29,6 +30,14 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 BUS = web.AppKey("bus", Bus)
 RELAY = web.AppKey("relay", OutboxRelay)
 SWEEPER = web.AppKey("sweeper", SlaSweeper)
+
+
+def threading_rules(settings: Settings) -> ThreadingRules:
+    same_sender = settings.thread_same_sender_hours
+    return ThreadingRules(
+        reopen_window=timedelta(days=settings.reopen_window_days),
+        same_sender_window=timedelta(hours=same_sender) if same_sender > 0 else None,
+    )
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
@@ -47,9 +56,7 @@ async def bus(app: web.Application) -> AsyncIterator[None]:
     b = Bus(app[SETTINGS], source="case-store")
     await b.connect()
     try:
-        handlers.register(
-            b, app[POOL], timedelta(days=app[SETTINGS].reopen_window_days)
-        )
+        handlers.register(b, app[POOL], threading_rules(app[SETTINGS]))
         await b.start_consumers()
         app[BUS] = b
         yield

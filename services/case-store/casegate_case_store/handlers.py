@@ -5,7 +5,6 @@ redelivered or duplicated message changes nothing twice and no event is lost or 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import asyncpg
 
@@ -29,7 +28,7 @@ from .domain import cases as rules
 from .domain import timeline
 from .store import cases as repo
 from .store import inbox
-from .inbound import receive
+from .inbound import ThreadingRules, receive
 from .domain.timeline import EntryKind, TimelineEntry, Visibility
 from .store.changes import describe_assignment, lock_visible_any, record
 from .store.outbox import write_event
@@ -44,10 +43,10 @@ QUEUES: list[str] = [
 ]
 
 
-def register(bus: Bus, pool: asyncpg.Pool, reopen_window: timedelta) -> None:
+def register(bus: Bus, pool: asyncpg.Pool, threading: ThreadingRules) -> None:
     @bus.subscriber("case-store.inbound", ["message.received.*"], MessageReceived)
     async def inbound(event: Envelope[MessageReceived]) -> None:
-        await receive(pool, event, reopen_window)
+        await receive(pool, event, threading)
 
     @bus.subscriber("case-store.agents", ["agent.action"], AgentAction)
     async def agent_actions(event: Envelope[AgentAction]) -> None:

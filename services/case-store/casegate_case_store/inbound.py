@@ -5,6 +5,7 @@ auto-replies are recorded where they belong but never announced (no acknowledgem
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -38,7 +39,19 @@ _CANDIDATE = (
 )
 
 
-async def candidates(conn: asyncpg.Connection, msg: MessageReceived, customer_id: int) -> list[Candidate]:
+@dataclass(frozen=True, slots=True)
+class ThreadingRules:
+    """The configurable part of threading (the rest is fixed: headers, token, thread)."""
+
+    reopen_window: timedelta  # a reply this soon after resolution reopens the case
+    # Email without a header or token match joins the sender's open email case if that case
+    # changed this recently; None: off (every such email opens a new case).
+    same_sender_window: timedelta | None = None
+
+
+async def candidates(
+    conn: asyncpg.Connection, msg: MessageReceived, customer_id: int, threading: ThreadingRules
+) -> list[Candidate]:
     found: list[Candidate] = []
 
     async def add(via: Via, where: str, *args: object) -> None:
@@ -54,13 +67,19 @@ async def candidates(conn: asyncpg.Connection, msg: MessageReceived, customer_id
         await add(Via.TOKEN, "ref = $1", ref)
     if msg.thread_key:
         await add(Via.THREAD, "slack_thread = $1", msg.thread_key)
+    if msg.channel.value == "email" and threading.same_sender_window is not None:
+        await add(Via.SENDER, "customer_id = $1 AND channel = 'email' AND status NOT IN "
+                  "('resolved', 'closed') AND updated_at >= now() - $2::interval",
+                  customer_id, threading.same_sender_window)
     if msg.channel.value == "sms":
         await add(Via.SENDER, "customer_id = $1 AND channel = 'sms' AND status <> 'closed'",
                   customer_id)
     return found
 
 
-async def receive(pool: asyncpg.Pool, event: Envelope[MessageReceived], reopen_window: timedelta) -> None:
+async def receive(
+    pool: asyncpg.Pool, event: Envelope[MessageReceived], threading: ThreadingRules
+) -> None:
     msg = event.data
     async with pool.acquire() as conn, conn.transaction():
         if not await inbox.claim(conn, "inbound", msg.dedupe_key):
@@ -76,8 +95,8 @@ async def receive(pool: asyncpg.Pool, event: Envelope[MessageReceived], reopen_w
         if msg.kind in KEYWORDS:
             await keyword(conn, event, customer.id)
             return
-        found = await candidates(conn, msg, customer.id)
-        thread = decide(found, customer.id, datetime.now(UTC), reopen_window)
+        found = await candidates(conn, msg, customer.id, threading)
+        thread = decide(found, customer.id, datetime.now(UTC), threading.reopen_window)
         if msg.kind is MessageKind.AUTO_REPLY and thread.outcome is not Outcome.JOIN:
             # Recorded where it belongs, never a new case or a reopen: no mail loops.
             log.info("auto-reply without an open case dropped", extra={"reason": thread.reason})

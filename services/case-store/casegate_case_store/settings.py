@@ -24,3 +24,7 @@ class Settings(ServiceSettings):
     sla_sweep_s: float = Field(
         1.0, gt=0, description="Longest wait between SLA sweeps (it wakes at the next due time)"
     )
+    thread_same_sender_hours: float = Field(
+        0, ge=0, description="Email matching no header or token joins the sender's open email "
+        "case changed within this many hours; 0: off (a new case)"
+    )
