@@ -107,6 +107,8 @@ async def main() -> int:
 
     procs: dict[str, asyncio.subprocess.Process] = {}
     pumps = []
+    # intake reaches case-store (tracking page, threading explain) wherever it was put.
+    os.environ.setdefault("CASEGATE_CASE_STORE_URL", f"http://127.0.0.1:{port_of('case-store')}")
     for name, (script, _, _) in SERVICES.items():
         proc = await asyncio.create_subprocess_exec(
             str(BIN / script),

@@ -13,9 +13,11 @@ from email import message_from_string
 from email.message import EmailMessage, Message
 from email.utils import make_msgid
 
+import aiohttp
 import asyncpg
 import pytest
 
+from casegate_case_store.store.users import Role, create_token, create_user
 from tests.support.dovecot import Dovecot, dovecot  # noqa: F401 - fixture
 
 from .conftest import Inbox, Stack, stack_env, start_stack, stop_stack, wait_for
@@ -113,6 +115,16 @@ async def test_email_round_trip_threading_loops_and_bounces(
         linked = await wait_for(lambda: case_of(db, stranger["Message-ID"]))
         assert linked["id"] != opened["id"] and linked["parent_id"] == opened["id"]
 
+        # Where would these go? The explain endpoint says so, changing nothing.
+        cases_now = await db.fetchval("SELECT count(*) FROM cases")
+        user = await create_user(db, "lead", "Lead", [Role.SUPERVISOR])
+        _, token = await create_token(db, user, "e2e")
+        for probe, outcome, named in ((reply, "join", ref), (stranger, "new_linked", ref)):
+            answer = await explain(stack, token, probe.as_bytes())
+            assert (answer["outcome"], answer["ref"]) == (outcome, named), answer
+        assert (await explain(stack, "cg_wrong", reply.as_bytes())).get("error")
+        assert await db.fetchval("SELECT count(*) FROM cases") == cases_now
+
         # Pat's vacation responder: on the case, and no acknowledgement goes back to it.
         away = mail("Pat Doe <pat@customer.example>", "Out of office", "Back on Monday.",
                     Auto_Submitted="auto-replied", In_Reply_To=ack["Message-ID"])
@@ -138,6 +150,15 @@ async def test_email_round_trip_threading_loops_and_bounces(
         assert await db.fetchval("SELECT count(*) FROM cases") == cases_before
     finally:
         await db.close()
+
+
+async def explain(stack: Stack, token: str, raw: bytes) -> dict[str, object]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "message/rfc822"}
+    async with aiohttp.ClientSession() as http:
+        url = stack.url("intake", "/v1/threading/explain")
+        async with http.post(url, data=raw, headers=headers) as resp:
+            answer: dict[str, object] = await resp.json()
+            return answer
 
 
 def dsn(original_id: str, recipient: str) -> Message:

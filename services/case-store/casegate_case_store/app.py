@@ -18,7 +18,7 @@ from casegate_shared.blobs import blob_store
 from . import api, handlers
 from .inbound import ThreadingRules
 from .api.attachments import UPLOAD_LIMIT
-from .api.routing import BLOBS
+from .api.routing import BLOBS, THREADING
 from .api.routing import POOL as API_POOL
 from .settings import Settings
 from .store.db import check_ready, create_pool
@@ -56,7 +56,7 @@ async def bus(app: web.Application) -> AsyncIterator[None]:
     b = Bus(app[SETTINGS], source="case-store")
     await b.connect()
     try:
-        handlers.register(b, app[POOL], threading_rules(app[SETTINGS]))
+        handlers.register(b, app[POOL], app[THREADING])
         await b.start_consumers()
         app[BUS] = b
         yield
@@ -87,6 +87,7 @@ async def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[BLOBS] = blob_store(settings)
     app[UPLOAD_LIMIT] = settings.attachment_max_bytes
+    app[THREADING] = threading_rules(settings)
     api.install(app)
     # Started in this order, stopped in reverse: the relay stops publishing, then the
     # consumers drain, then the pool closes.

@@ -12,6 +12,7 @@ from casegate_shared.observability import add_ops_routes
 
 from . import handlers
 from .adapters.imap import MailboxWatcher
+from .explain import add_explain_route
 from .http import BUS, SETTINGS, add_routes
 from .settings import Settings
 from .tracking import add_tracking_routes
@@ -48,6 +49,7 @@ async def init_app(settings: Settings) -> web.Application:
     add_routes(app)
     add_webhook_routes(app, settings)
     add_tracking_routes(app, settings)
+    add_explain_route(app)
 
     async def bus_ready() -> None:
         await app[BUS].check_ready()

@@ -6,10 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from . import actions, admin, attachments, cases, customers, reports, tracking
+from . import actions, admin, attachments, cases, customers, reports, threading, tracking
 from .routing import Api, openapi
 
-MODULES = (cases, actions, attachments, customers, reports, admin, tracking)
+MODULES = (cases, actions, attachments, customers, reports, admin, tracking, threading)
 VERSION = "1.0.0"
 
 

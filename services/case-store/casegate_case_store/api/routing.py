@@ -23,11 +23,13 @@ from pydantic.json_schema import models_json_schema
 from casegate_shared.blobs import BlobStore
 from casegate_shared.observability import correlated
 
+from ..inbound import ThreadingRules
 from ..store.users import Principal, Role, authenticate
 
 log = logging.getLogger(__name__)
 
 POOL = web.AppKey("api_pool", asyncpg.Pool)
+THREADING = web.AppKey("api_threading", ThreadingRules)
 BLOBS = web.AppKey("api_blobs", BlobStore)
 Q = TypeVar("Q", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)
