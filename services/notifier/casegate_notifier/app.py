@@ -17,6 +17,7 @@ from casegate_shared.bus import Bus
 from casegate_shared.observability import add_ops_routes
 
 from . import handlers
+from .adapters.acklimit import AckLimiter
 from .adapters.breaker import CircuitBreaker
 from .adapters.dedupe import DeliveryLedger
 from .adapters.digest import DigestStore
@@ -94,6 +95,8 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
         DigestStore(app[REDIS], s.redis_prefix, s.dedupe_ttl_s),
         tick_s=s.scheduler_tick_s,
         lease_s=s.send_lease_s,
+        acks=(AckLimiter(app[REDIS], s.redis_prefix, app[POLICY].ack_limit_per_hour)
+              if app[POLICY].ack_limit_per_hour else None),
     )
     app[PENDING] = pending
     await bus.connect()

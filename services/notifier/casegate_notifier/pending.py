@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from casegate_shared.bus import Bus, Defer
 from casegate_shared.observability import correlated
 
+from .adapters.acklimit import AckLimiter
 from .adapters.digest import DigestStore
 from .adapters.schedule import HeldNotifications
 from .dispatch import NOTIFICATIONS, Delivery, Wait, deliver, mask, publish_outcome
@@ -99,9 +100,11 @@ class Pending:
         tick_s: float,
         lease_s: float,
         batch: int = 100,
+        acks: AckLimiter | None = None,
     ) -> None:
         self._bus = bus
         self._d = delivery
+        self.acks = acks
         self.held = held
         self.digests = digests
         self._tick_s = tick_s
@@ -114,6 +117,12 @@ class Pending:
     async def accept(self, n: Notification, correlation_id: str, since: datetime) -> None:
         """Digest it, hold it, or deliver it now; raises Defer when it must come back later."""
         d, now = self._d, self._d.clock()
+        if self.acks is not None and n.audience == "customer" and n.event_type == "case.opened":
+            if not await self.acks.allow(n.routes[0].address, n.event_id):
+                NOTIFICATIONS.labels(n.channel.value, "ack_limit", "skipped").inc()
+                log.warning("acknowledgement not sent: too many to this sender this hour",
+                            extra={"ref": n.case_ref, "to": mask(n.routes[0].address)})
+                return
         if n.digest:
             item = DigestItem(
                 notification=n,

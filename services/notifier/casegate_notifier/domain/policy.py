@@ -102,6 +102,9 @@ class Policy(_Strict):
     urgent_priorities: list[Priority] = Field(default_factory=list)
     digest_window_s: int = Field(300, ge=5, le=86_400)
     sms_max_segments: int = Field(3, ge=1, le=10)
+    # Acknowledgements (case.opened) to one address per hour; more are not sent (mail loops,
+    # floods). 0: no cap.
+    ack_limit_per_hour: int = Field(5, ge=0, le=10_000)
     fallback_order: list[Channel] = Field(
         default_factory=lambda: [Channel.EMAIL, Channel.SMS, Channel.SLACK],
         description="A customer's order when they chose none",
