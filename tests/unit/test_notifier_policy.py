@@ -139,7 +139,7 @@ def test_each_role_gets_exactly_what_the_policy_gives_it(
         ("case.assigned", None, {OWNER_SLACK, WATCHER}),
         ("case.sla_warning", None, {OWNER_SLACK}),
         ("case.sla_breached", None, {OWNER_SLACK, ADMIN}),
-        ("case.escalated", None, {OWNER_SLACK, ADMIN}),
+        ("case.escalated", None, {OWNER_SLACK, ADMIN, WATCHER}),
         ("notification.failed", None, set()),
         ("case.message_added", None, {OWNER_SLACK}),
         ("case.priority_changed", None, set()),
