@@ -121,8 +121,7 @@ async def join(conn: asyncpg.Connection, event: Envelope[MessageReceived], threa
         "SELECT id, ref, status, team, assignee_id, priority, pending_since, customer_id "
         "FROM cases WHERE id = $1 FOR UPDATE", thread.case_id,
     )
-    case = LockedCase(row["id"], row["ref"], CaseStatus(row["status"]), row["team"],
-                      row["assignee_id"], row["priority"], row["pending_since"], row["customer_id"])
+    case = LockedCase.of(row)
     await _remember_message_id(conn, case.id, msg)
     entry = timeline.message_in(msg, joined_by=thread.reason)
     if msg.kind is MessageKind.AUTO_REPLY:
@@ -190,8 +189,7 @@ async def bounced(conn: asyncpg.Connection, event: Envelope[MessageReceived]) ->
     if row is None:
         log.info("bounce for no known message recorded on the address only")
         return
-    case = LockedCase(row["id"], row["ref"], CaseStatus(row["status"]), row["team"],
-                      row["assignee_id"], row["priority"], row["pending_since"], row["customer_id"])
+    case = LockedCase.of(row)
     await record(conn, case, timeline.bounce(bounce), CaseChange.BOUNCED, actor="mailer",
                  actor_user_id=None, correlation_id=event.correlationid, cause=event.id,
                  reply_to=bounce.recipient)

@@ -46,6 +46,16 @@ class LockedCase:
     pending_since: datetime | None
     customer_id: int
 
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> LockedCase:
+        """From a row selected with CASE_COLUMNS."""
+        return cls(row["id"], row["ref"], CaseStatus(row["status"]), row["team"],
+                   row["assignee_id"], row["priority"], row["pending_since"], row["customer_id"])
+
+
+# The columns LockedCase.of reads, for any query over `cases`.
+CASE_COLUMNS = "id, ref, status, team, assignee_id, priority, pending_since, customer_id"
+
 
 def access_args(who: Principal) -> tuple[bool, list[str], int]:
     return who.sees_everything, list(who.teams), who.user_id
@@ -61,10 +71,7 @@ async def lock_visible(conn: asyncpg.Connection, ref: str, who: Principal) -> Lo
     )
     if row is None:
         return None
-    return LockedCase(
-        row["id"], row["ref"], CaseStatus(row["status"]), row["team"], row["assignee_id"],
-        row["priority"], row["pending_since"], row["customer_id"],
-    )
+    return LockedCase.of(row)
 
 
 async def lock_visible_any(conn: asyncpg.Connection, ref: str) -> LockedCase | None:
@@ -75,10 +82,7 @@ async def lock_visible_any(conn: asyncpg.Connection, ref: str) -> LockedCase | N
     )
     if row is None:
         return None
-    return LockedCase(
-        row["id"], row["ref"], CaseStatus(row["status"]), row["team"], row["assignee_id"],
-        row["priority"], row["pending_since"], row["customer_id"],
-    )
+    return LockedCase.of(row)
 
 
 async def audit(

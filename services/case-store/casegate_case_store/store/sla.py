@@ -22,7 +22,6 @@ from prometheus_client import Counter
 
 from casegate_shared.events import CaseChange
 
-from ..domain.cases import CaseStatus
 from ..domain.timeline import EntryKind, TimelineEntry, Visibility
 from .changes import LockedCase, record
 
@@ -128,9 +127,7 @@ class SlaSweeper:
         return raised
 
     async def _raise(self, conn: asyncpg.Connection, step: Step, row: asyncpg.Record) -> None:
-        case = LockedCase(row["id"], row["ref"], CaseStatus(row["status"]), row["team"],
-                          row["assignee_id"], row["priority"], row["pending_since"],
-                          row["customer_id"])
+        case = LockedCase.of(row)
         entry = TimelineEntry(EntryKind.SLA, "sla", Visibility.INTERNAL,
                               f"{_words(step).capitalize()} (due {row['due_at']:%Y-%m-%d %H:%M} UTC)",
                               {"clock": step.clock, "kind": step.kind.value})
