@@ -313,6 +313,56 @@ class EscalationDecided(Payload):
     reason: str
 
 
+class SlaResumed(Payload):
+    """A case stopped waiting for the customer: its SLA clocks as they stood when the wait
+    began. case-store has already moved them on by the wall time waited; the router answers
+    with the times in business time of the case's region (`SlaDecided`)."""
+
+    event_type: ClassVar[str] = "case.sla_resumed"
+    ref: str
+    priority: Priority
+    sla_policy: str | None = None
+    region: str | None = None
+    paused_at: datetime
+    resumed_at: datetime
+    first_response_warn_at: datetime | None = None
+    first_response_due: datetime | None = None
+    resolution_warn_at: datetime | None = None
+    resolution_due: datetime | None = None
+
+
+class SlaDecided(Payload):
+    """The router's due times for a case's clocks after a wait for the customer, counted in
+    business time of the case's region. case-store applies them only to the resume they
+    answer (`resumed_at`): a case that paused again since keeps its own clocks."""
+
+    event_type: ClassVar[str] = "case.sla_decided"
+    ref: str
+    resumed_at: datetime
+    first_response_warn_at: datetime | None = None
+    first_response_due: datetime | None = None
+    resolution_warn_at: datetime | None = None
+    resolution_due: datetime | None = None
+    reason: str
+
+
+class AssignmentDecided(Payload):
+    """The router's choice of agent for a case within its team, or that the case waits in the
+    team's queue. case-store applies it only while the case is still the team's and
+    unassigned, so a late or repeated decision never takes a case from someone, and only
+    while the agent is under `cap`, so deciders racing each other cannot overload anyone."""
+
+    event_type: ClassVar[str] = "case.assignment_decided"
+    ref: str
+    team: str
+    assignee: str | None = Field(None, description="Agent handle; None: waits in the queue")
+    strategy: str = Field(description="round_robin|least_open|skills|capacity")
+    reason: str
+    cap: int | None = Field(
+        None, ge=0, description="The agent's most open cases on the case's channel; None: no cap"
+    )
+
+
 class AgentActionKind(StrEnum):
     CLAIM = "claim"
     RESOLVE = "resolve"
@@ -414,6 +464,9 @@ ALL_PAYLOADS: tuple[type[Payload], ...] = (
     MessageReceived,
     CaseOpened,
     RouteDecided,
+    SlaResumed,
+    SlaDecided,
+    AssignmentDecided,
     CaseRouted,
     CaseUpdated,
     EscalationDecided,

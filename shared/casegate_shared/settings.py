@@ -6,6 +6,8 @@ README's table). Nothing reads a global config object: settings are passed in.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,3 +44,9 @@ class ServiceSettings(BusSettings):
     attachment_max_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, description="Largest attachment kept; a bigger one is noted"
     )
+
+
+def libpq_url(database_url: str) -> str:
+    """The URL as asyncpg takes it: SQLAlchemy-style URLs name a driver after a '+'
+    (postgresql+asyncpg://), which services that read case-store's database drop."""
+    return re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", database_url)

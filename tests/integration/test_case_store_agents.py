@@ -47,11 +47,14 @@ async def test_claim_reply_and_note_from_slack_apply_once(
     (assigned,) = await observer.take()
     assert assigned["type"] == "case.assigned"
     assert assigned["data"]["case"]["assignee"] == "remy"
+    # One at a time: two deliveries in flight together may apply in either order, and the
+    # timeline below is checked in order.
     await publisher.publish(action(AgentActionKind.NOTE, "slack:e1", thread_key="C1:111.222",
                                    body="checking the ledger"))
+    (note,) = await observer.take()
     await publisher.publish(action(AgentActionKind.REPLY, "slack:e2", thread_key="C1:111.222",
                                    body="Refund is on its way"))
-    note, reply = await observer.take(2)
+    (reply,) = await observer.take()
     assert (note["type"], reply["type"]) == ("case.note_added", "case.reply_added")
     assert reply["data"]["body"] == "Refund is on its way"
     await observer.assert_quiet()

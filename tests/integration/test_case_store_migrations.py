@@ -72,7 +72,7 @@ def test_create_database_creates_once(scratch_url: str) -> None:
 def test_upgrade_reaches_head_and_running_it_again_changes_nothing(scratch_url: str) -> None:
     create_database(scratch_url)
     upgrade(scratch_url)
-    assert current_revision(scratch_url) == head() == "0002"
+    assert current_revision(scratch_url) == head() == "0004"
     assert TABLES <= tables(scratch_url)
     upgrade(scratch_url)
     assert current_revision(scratch_url) == head()
@@ -133,8 +133,8 @@ def test_db_commands_create_and_migrate_the_configured_database(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("created database") and out[0].endswith(name)
     assert out[1].endswith(f"{name} exists")
-    assert out[2].endswith("from empty to 0002")
-    assert out[3].endswith("already at revision 0002")
+    assert out[2].endswith(f"from empty to {head()}")
+    assert out[3].endswith(f"already at revision {head()}")
     assert TABLES <= tables(scratch_url)
 
 

@@ -83,9 +83,9 @@ def live(database_url: str, amqp_url: str, tmp_path_factory: pytest.TempPathFact
     server.start()
     yield f"http://127.0.0.1:{settings.case_store_port}", token
     server.stop()
-    from tests.conftest import _delete_queues
+    from tests.conftest import delete_queues
 
-    asyncio.run(_delete_queues(amqp_url, prefix))
+    asyncio.run(delete_queues(amqp_url, prefix))
 
 
 def test_api_never_fails_and_keeps_to_its_schema(live: tuple[str, str]) -> None:

@@ -17,6 +17,8 @@ from tests.conftest import eventually, free_port
 from tests.integration.test_case_store_service import Observer, running
 
 from casegate_case_store.settings import Settings
+from casegate_case_store.store.db import create_pool
+from casegate_case_store.store.sla import SlaSweeper
 from casegate_shared.bus import Bus
 from casegate_shared.events import EscalationDecided, Priority, envelope
 from casegate_shared.settings import BusSettings
@@ -156,3 +158,23 @@ async def test_route_decision_sets_due_times_and_escalation_moves_the_case(
     finally:
         await db.close()
         await observer.close()
+
+
+async def test_a_clock_stopped_before_its_time_does_not_keep_the_sweeper_awake(
+    clean_db: str,
+) -> None:
+    """A case answered before its warning time still has that time on it; the sweeper must
+    sleep its full interval rather than wake at once for a clock it will never raise."""
+    db = await asyncpg.connect(clean_db)
+    pool = await create_pool(clean_db, max_size=2)
+    try:
+        await seed(db, 1, warn_in=-60, due_in=3600)
+        await db.execute("UPDATE cases SET first_response_at = now() - interval '2 minutes'")
+        sweeper = SlaSweeper(pool, interval_s=7.0)
+        assert await sweeper.sweep_once() == 0
+        assert await sweeper._until_next() == 7.0
+        await db.execute("UPDATE cases SET first_response_at = NULL")  # running again: due now
+        assert await sweeper._until_next() == 0.01
+    finally:
+        await pool.close()
+        await db.close()

@@ -49,7 +49,8 @@ def test_status_changes_stamp_and_refuse() -> None:
     assert stamp.pending_since == NOW
     later = NOW + timedelta(hours=3)
     stamp = change_status(CaseStatus.PENDING_CUSTOMER, CaseStatus.OPEN, later, NOW)
-    assert stamp.resume_after_pause_s == 3 * 3600 and stamp.clear_resolved
+    assert stamp.resumed_at == later and stamp.clear_resolved and stamp.pending_since is None
+    assert change_status(CaseStatus.OPEN, CaseStatus.ON_HOLD, later, None).resumed_at is None
     assert change_status(CaseStatus.OPEN, CaseStatus.RESOLVED, NOW, None).resolved_at == NOW
     for current, new in ((CaseStatus.CLOSED, CaseStatus.OPEN),
                          (CaseStatus.RESOLVED, CaseStatus.ON_HOLD),

@@ -94,7 +94,7 @@ async def _apply(conn: asyncpg.Connection, case: LockedCase, who: Principal,
                                   case.pending_since)
         except TransitionRefused as exc:
             raise Reject(str(exc)) from None
-        await apply_status(conn, case.id, stamp.status.value, reason, stamp)
+        await apply_status(conn, case, stamp, reason, event.correlationid)
         text = f"Status changed from {case.status.value} to resolved ({reason})"
         return await record(conn, case, _entry(EntryKind.STATUS, who, text, public=True),
                             CaseChange.STATUS_CHANGED, previous=case.status.value,

@@ -11,6 +11,7 @@ import asyncpg
 from casegate_shared.bus import Bus, Reject
 from casegate_shared.events import (
     AgentAction,
+    AssignmentDecided,
     CaseChange,
     CaseRouted,
     DeliveryUpdated,
@@ -19,27 +20,28 @@ from casegate_shared.events import (
     MessageReceived,
     NotificationOutcome,
     RouteDecided,
+    SlaDecided,
     derived_event_id,
     envelope,
 )
 
-from . import agents
-from .domain import cases as rules
+from . import agents, assignments
+from .clocks import apply_sla_decision
 from .domain import timeline
 from .store import cases as repo
 from .store import inbox
 from .inbound import ThreadingRules, receive
 from .domain.timeline import EntryKind, TimelineEntry, Visibility
 from .store.changes import describe_assignment, lock_visible_any, record
-from .store.outbox import write_event
-from .store.snapshot import load_snapshot
+from .store.snapshot import snapshot_from
 
 log = logging.getLogger(__name__)
 
 SOURCE = "case-store"
 QUEUES: list[str] = [
     "case-store.inbound", "case-store.decisions", "case-store.outcomes", "case-store.agents",
-    "case-store.escalations", "case-store.deliveries",
+    "case-store.escalations", "case-store.deliveries", "case-store.clocks",
+    "case-store.assignments",
 ]
 
 
@@ -51,6 +53,14 @@ def register(bus: Bus, pool: asyncpg.Pool, threading: ThreadingRules) -> None:
     @bus.subscriber("case-store.agents", ["agent.action"], AgentAction)
     async def agent_actions(event: Envelope[AgentAction]) -> None:
         await agents.apply(pool, event)
+
+    @bus.subscriber("case-store.clocks", ["case.sla_decided"], SlaDecided)
+    async def clocks(event: Envelope[SlaDecided]) -> None:
+        await apply_sla_decision(pool, event)
+
+    @bus.subscriber("case-store.assignments", ["case.assignment_decided"], AssignmentDecided)
+    async def assignment_decisions(event: Envelope[AssignmentDecided]) -> None:
+        await assignments.apply(pool, event)
 
     @bus.subscriber("case-store.escalations", ["case.escalation_decided"], EscalationDecided)
     async def escalations(event: Envelope[EscalationDecided]) -> None:
@@ -72,47 +82,24 @@ def register(bus: Bus, pool: asyncpg.Pool, threading: ThreadingRules) -> None:
 
 
 async def apply_route_decision(pool: asyncpg.Pool, event: Envelope[RouteDecided]) -> None:
-    """Give the case its team, priority and rule, and announce `case.routed`."""
+    """Give the case its team, priority, rule and SLA clocks, and announce `case.routed`."""
     decision = event.data
     async with pool.acquire() as conn, conn.transaction():
-        if not await inbox.claim(conn, "decisions", event.id):
+        row = await repo.claim_and_route(conn, "decisions", event.id, decision)
+        if row is None:
+            if await repo.case_id(conn, decision.ref) is None:
+                raise Reject(f"no case with reference {decision.ref}")
             log.info("duplicate route decision ignored", extra={"ref": decision.ref})
             return
-        case = await repo.lock_case(conn, decision.ref)
-        if case is None:
-            raise Reject(f"no case with reference {decision.ref}")
-        await repo.set_routing(
-            conn,
-            case.id,
-            team=decision.team,
-            priority=decision.priority.value,
-            rule=decision.rule,
-            status=rules.status_after_routing(case.status),
-        )
-        await conn.execute(
-            "UPDATE cases SET sla_policy = coalesce($2, sla_policy), region = coalesce($3, region), "
-            "first_response_warn_at = coalesce($4, first_response_warn_at), "
-            "first_response_due = coalesce($5, first_response_due), "
-            "resolution_warn_at = coalesce($6, resolution_warn_at), "
-            "resolution_due = coalesce($7, resolution_due) WHERE id = $1",
-            case.id, decision.sla_policy, decision.region, decision.first_response_warn_at,
-            decision.first_response_due, decision.resolution_warn_at, decision.resolution_due,
-        )
-        if decision.tags:
-            await conn.execute(
-                "UPDATE cases SET tags = ARRAY(SELECT DISTINCT unnest(tags || $2::text[])) "
-                "WHERE id = $1", case.id, decision.tags,
-            )
-        await repo.add_entry(conn, case.id, timeline.routed(decision), event.correlationid)
         routed = CaseRouted(
             ref=decision.ref,
             team=decision.team,
             priority=decision.priority,
             rule=decision.rule,
-            case=await load_snapshot(conn, case.id),
+            case=snapshot_from(row),
         )
-        await write_event(
-            conn,
+        await repo.add_entry_and_event(
+            conn, row["id"], timeline.routed(decision), event.correlationid,
             envelope(
                 routed,
                 source=SOURCE,
@@ -121,22 +108,24 @@ async def apply_route_decision(pool: asyncpg.Pool, event: Envelope[RouteDecided]
                 event_id=derived_event_id("case.routed", event.id),
             ),
         )
-    log.info("case routed", extra={"ref": decision.ref, "team": decision.team})
+    # The router logged its decision at info already; applying it is routine.
+    log.debug("case routed", extra={"ref": decision.ref, "team": decision.team})
 
 
 async def record_notification(pool: asyncpg.Pool, event: Envelope[NotificationOutcome]) -> None:
-    """Note on the case's (internal) timeline what was sent to the customer, or why not."""
+    """Note on the case's (internal) timeline what was sent to the customer, or why not.
+    One statement: it is its own transaction, and an unknown case leaves no trace."""
     outcome = event.data
-    async with pool.acquire() as conn, conn.transaction():
-        if not await inbox.claim(conn, "outcomes", event.id):
-            log.info("duplicate notification outcome ignored", extra={"ref": outcome.ref})
-            return
-        case_id = await repo.case_id(conn, outcome.ref)
-        if case_id is None:
-            raise Reject(f"no case with reference {outcome.ref}")
-        await repo.add_entry(conn, case_id, timeline.notification(outcome), event.correlationid)
-        await repo.record_delivery(conn, case_id, outcome)
-    log.info(
+    applied = await repo.record_outcome(
+        pool, "outcomes", event.id, outcome, timeline.notification(outcome), event.correlationid
+    )
+    if applied is None:
+        raise Reject(f"no case with reference {outcome.ref}")
+    if not applied:
+        log.info("duplicate notification outcome ignored", extra={"ref": outcome.ref})
+        return
+    # The notifier logged the send at info already; recording it is routine.
+    log.debug(
         "notification outcome recorded",
         extra={"ref": outcome.ref, "outcome": outcome.outcome, "template": outcome.template},
     )

@@ -11,18 +11,20 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from casegate_shared.events import (
-    CaseChange, CaseCustomer, Envelope, MessageKind, MessageReceived, derived_event_id, envelope,
+    CaseChange, CaseCustomer, CaseOpened, Envelope, MessageKind, MessageReceived,
+    derived_event_id, envelope,
 )
 
 from .domain import cases as rules
 from .domain import timeline
 from .domain.cases import CaseStatus
 from .domain.threading import Candidate, Outcome, Thread, Via, decide
+from .domain.transitions import customer_returned
 from .store import cases as repo
+from .store import customers
 from .store import inbox
-from .store.changes import SOURCE, LockedCase, record
-from .store.outbox import write_event
-from .store.snapshot import load_snapshot
+from .store.changes import SOURCE, LockedCase, apply_status, record
+from .store.snapshot import opened_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +84,30 @@ async def receive(
 ) -> None:
     msg = event.data
     async with pool.acquire() as conn, conn.transaction():
-        if not await inbox.claim(conn, "inbound", msg.dedupe_key):
-            log.info("duplicate message ignored", extra={"dedupe_key": msg.dedupe_key})
-            return
         if msg.kind is MessageKind.BOUNCE:
-            await bounced(conn, event)
+            if await inbox.claim(conn, "inbound", msg.dedupe_key):
+                await bounced(conn, event)
+            else:
+                log.info("duplicate message ignored", extra={"dedupe_key": msg.dedupe_key})
             return
         identities = rules.sender_identities(msg.sender)
-        customer = await repo.find_or_create_customer(
-            conn, identities, msg.sender.name, msg.channel.value
+        # An auto-reply is no reason to create a customer or move their channel.
+        touch = msg.kind is not MessageKind.AUTO_REPLY
+        claim = await customers.claim_message(
+            conn, "inbound", msg.dedupe_key, identities, msg.sender.name, msg.channel.value,
+            touch=touch,
         )
+        if not claim.fresh:
+            log.info("duplicate message ignored", extra={"dedupe_key": msg.dedupe_key})
+            return
+        customer = claim.customer
+        if customer is None:
+            if not touch:
+                log.info("auto-reply from an unknown sender dropped")
+                return
+            customer = await customers.create_customer(
+                conn, identities, msg.sender.name, msg.channel.value
+            )
         if msg.kind in KEYWORDS:
             await keyword(conn, event, customer.id)
             return
@@ -104,7 +120,7 @@ async def receive(
         if thread.outcome in (Outcome.JOIN, Outcome.REOPEN):
             await join(conn, event, thread)
         else:
-            await open_new(conn, event, customer, identities, thread)
+            await open_new(conn, event, customer, identities, thread, claim.now)
 
 
 async def _remember_message_id(conn: asyncpg.Connection, case_id: int, msg: MessageReceived) -> None:
@@ -129,13 +145,8 @@ async def join(conn: asyncpg.Connection, event: Envelope[MessageReceived], threa
         return
     reopened = thread.outcome is Outcome.REOPEN or case.status is CaseStatus.PENDING_CUSTOMER
     if reopened:
-        await conn.execute(
-            "UPDATE cases SET status = 'open', resolved_at = NULL, pending_since = NULL, "
-            "first_response_due = first_response_due + CASE WHEN pending_since IS NULL THEN "
-            "interval '0' ELSE now() - pending_since END, resolution_due = resolution_due + "
-            "CASE WHEN pending_since IS NULL THEN interval '0' ELSE now() - pending_since END "
-            "WHERE id = $1", case.id,
-        )
+        stamp = customer_returned(case.status, datetime.now(UTC), case.pending_since)
+        await apply_status(conn, case, stamp, None, event.correlationid)
     change = CaseChange.REOPENED if thread.outcome is Outcome.REOPEN else CaseChange.MESSAGE_ADDED
     await record(conn, case, entry, change, actor="customer", actor_user_id=None,
                  correlation_id=event.correlationid, cause=event.id, body=msg.body,
@@ -144,27 +155,28 @@ async def join(conn: asyncpg.Connection, event: Envelope[MessageReceived], threa
 
 
 async def open_new(conn: asyncpg.Connection, event: Envelope[MessageReceived],
-                   customer: repo.Customer, identities: list[rules.Identity], thread: Thread) -> None:
+                   customer: customers.Customer, identities: list[rules.Identity], thread: Thread,
+                   now: datetime) -> None:
+    """Open the case and announce it in one statement; the snapshot is made from what that
+    statement writes, so nothing is read back. `now` is the transaction's time: the case's
+    created_at."""
     msg = event.data
     case = rules.new_case(msg)
-    opened = await repo.open_case(conn, rules.candidate_refs(msg.new_case_ref), customer.id, case)
-    if thread.outcome is Outcome.NEW_LINKED:
-        await conn.execute("UPDATE cases SET parent_id = $2 WHERE id = $1", opened.id,
-                           thread.case_id)
-    token = opened.tracking_token
-    await _remember_message_id(conn, opened.id, msg)
-    await repo.add_entry(conn, opened.id, timeline.message_in(msg, joined_by=thread.reason),
-                         event.correlationid)
-    snapshot = (await load_snapshot(conn, opened.id)).model_copy(update={"tracking_token": token})
     email, phone = rules.customer_contact(identities)
-    payload = rules.case_opened(
-        opened.ref, CaseCustomer(id=customer.id, name=customer.name, email=email, phone=phone),
-        case, opened.created_at,
-    ).model_copy(update={"case": snapshot})
-    await write_event(conn, envelope(
-        payload, source=SOURCE, subject=opened.ref, correlation_id=event.correlationid,
-        event_id=derived_event_id("case.opened", opened.ref),
-    ))
+    who = CaseCustomer(id=customer.id, name=customer.name, email=email, phone=phone)
+    message_id = msg.email.message_id if msg.email else None
+
+    def announce(ref: str, token: str) -> Envelope[CaseOpened]:
+        snapshot = opened_snapshot(ref, case, customer.profile, message_id, token)
+        payload = rules.case_opened(ref, who, case, now).model_copy(update={"case": snapshot})
+        return envelope(payload, source=SOURCE, subject=ref, correlation_id=event.correlationid,
+                        event_id=derived_event_id("case.opened", ref))
+
+    first = repo.FirstEntry(timeline.message_in(msg, joined_by=thread.reason),
+                            event.correlationid, message_id)
+    parent_id = thread.case_id if thread.outcome is Outcome.NEW_LINKED else None
+    opened = await repo.open_case(conn, rules.candidate_refs(msg.new_case_ref), customer.id,
+                                  case, parent_id=parent_id, first=first, announce=announce)
     log.info("case opened", extra={"ref": opened.ref, "channel": msg.channel.value,
                                    "why": thread.reason})
 

@@ -16,8 +16,10 @@ from casegate_shared.events import (
     CaseOpened,
     CaseUpdated,
     Envelope,
-    EscalationDecided,
+    Payload,
     RouteDecided,
+    SlaDecided,
+    SlaResumed,
     derived_event_id,
     envelope,
 )
@@ -26,12 +28,24 @@ from .domain import Message, decide, recorded_explanation
 from .domain.escalation import NotABreach, decide_escalation
 from .domain.policies import PoliciesProvider
 from .domain.rules import Decision
-from .domain.sla import CLOCKS, SlaConfig, due_times, warning_at
+from .domain.sla import (
+    CLOCKS,
+    SlaConfig,
+    calendar_for,
+    due_times,
+    resume_clocks,
+    span,
+    warning_at,
+)
 
 log = logging.getLogger(__name__)
 
 SOURCE = "router"
-QUEUES: list[str] = ["router.cases", "router.escalations"]
+# With case-store's database configured, assigning.py adds the assignment consumers.
+QUEUES: list[str] = [
+    "router.cases", "router.escalations", "router.clocks", "router.assignment", "router.transfers",
+]
+_TIMES = ("first_response_warn_at", "first_response_due", "resolution_warn_at", "resolution_due")
 
 
 def message_of(case: CaseOpened) -> Message:
@@ -74,6 +88,34 @@ def sla_clocks(sla: SlaConfig, decision: Decision, case: CaseOpened) -> dict[str
     }
 
 
+def clocks_after_wait(sla: SlaConfig, resumed: SlaResumed) -> SlaDecided:
+    """The case's SLA times moved on by the working time of its wait, in its region's calendar
+    (or around the clock, where its policy says so for its priority)."""
+    region = sla.region(resumed.region)
+    calendar = calendar_for(sla.policy(resumed.sla_policy), resumed.priority, region)
+    moved = resume_clocks(calendar, resumed.paused_at, resumed.resumed_at,
+                          {name: getattr(resumed, name) for name in _TIMES})
+    reason = (
+        f"waited {span(moved.waited)} for the customer, {span(moved.waited_working)} of it "
+        f"in working time of {resumed.region or sla.default_region}; the clocks stood still"
+    )
+    return SlaDecided(ref=resumed.ref, resumed_at=resumed.resumed_at, reason=reason, **moved.times)
+
+
+async def answer(bus: Bus, cause: Envelope[Any], decision: Payload, ref: str) -> None:
+    """Publish the router's decision about `cause`: its id derives from the cause's, so a
+    redelivered cause gives the same event, which the consumer's inbox absorbs."""
+    await bus.publish(
+        envelope(
+            decision,
+            source=SOURCE,
+            correlation_id=cause.correlationid,
+            subject=ref,
+            event_id=derived_event_id(decision.event_type, cause.id),
+        )
+    )
+
+
 def register(bus: Bus, policies: PoliciesProvider) -> None:
     @bus.subscriber("router.cases", ["case.opened"], CaseOpened)
     async def route_opened_case(event: Envelope[CaseOpened]) -> None:
@@ -81,25 +123,18 @@ def register(bus: Bus, policies: PoliciesProvider) -> None:
         current = policies()
         decision = decide(current.rules, message_of(case))
         clocks = sla_clocks(current.sla, decision, case)
-        await bus.publish(
-            envelope(
-                RouteDecided(
-                    ref=case.ref,
-                    team=decision.team,
-                    priority=decision.priority,
-                    rule=decision.rule,
-                    tags=list(decision.tags),
-                    explanation=recorded_explanation(decision),
-                    rules_version=decision.rules_version,
-                    assignment=decision.assignment,
-                    **clocks,
-                ),
-                source=SOURCE,
-                correlation_id=event.correlationid,
-                subject=case.ref,
-                event_id=derived_event_id(RouteDecided.event_type, event.id),
-            )
+        routed = RouteDecided(
+            ref=case.ref,
+            team=decision.team,
+            priority=decision.priority,
+            rule=decision.rule,
+            tags=list(decision.tags),
+            explanation=recorded_explanation(decision),
+            rules_version=decision.rules_version,
+            assignment=decision.assignment,
+            **clocks,
         )
+        await answer(bus, event, routed, case.ref)
         log.info(
             "case routed",
             extra={
@@ -117,15 +152,7 @@ def register(bus: Bus, policies: PoliciesProvider) -> None:
             decided = decide_escalation(event.data, policies().sla.escalation)
         except NotABreach as exc:
             raise Reject(str(exc)) from None
-        await bus.publish(
-            envelope(
-                decided,
-                source=SOURCE,
-                correlation_id=event.correlationid,
-                subject=decided.ref,
-                event_id=derived_event_id(EscalationDecided.event_type, event.id),
-            )
-        )
+        await answer(bus, event, decided, decided.ref)
         log.info(
             "escalation decided",
             extra={
@@ -136,3 +163,9 @@ def register(bus: Bus, policies: PoliciesProvider) -> None:
                 "priority": decided.priority.value if decided.priority else None,
             },
         )
+
+    @bus.subscriber("router.clocks", ["case.sla_resumed"], SlaResumed)
+    async def reschedule_after_wait(event: Envelope[SlaResumed]) -> None:
+        decided = clocks_after_wait(policies().sla, event.data)
+        await answer(bus, event, decided, decided.ref)
+        log.info("SLA clocks rescheduled after a wait", extra={"ref": decided.ref})

@@ -27,5 +27,10 @@ class Settings(ServiceSettings):
         True, description="Apply changed rules, SLA and teams files without a restart"
     )
     database_url: str | None = Field(
-        None, description="case-store's PostgreSQL, read only by `casegate rules replay`"
+        None,
+        description="case-store's PostgreSQL, read only: agents' workload for automatic "
+        "assignment, and `casegate rules replay`; unset: no automatic assignment",
+    )
+    assign_interval_s: float = Field(
+        60.0, gt=0, description="How often waiting cases are offered to agents now on shift"
     )

@@ -99,7 +99,7 @@ async def status(call: Call[NoInput, StatusIn]) -> Done:
                                   datetime.now(UTC), case.pending_since)
         except TransitionRefused as exc:
             raise ApiError(409, "conflict", str(exc)) from None
-        await apply_status(conn, case.id, stamp.status.value, call.body.reason_code, stamp)
+        await apply_status(conn, case, stamp, call.body.reason_code, call.correlation_id)
         text = f"Status changed from {case.status.value} to {stamp.status.value}"
         item = entry(EntryKind.STATUS, call, f"{text} ({call.body.reason_code})",
                      internal=False, previous=case.status.value, status=stamp.status.value,
@@ -129,7 +129,10 @@ async def assignment(call: Call[NoInput, AssignmentIn]) -> Done:
         before = await describe_assignment(conn, case)
         await conn.execute(
             "UPDATE cases SET team = coalesce($2, team), "
-            "assignee_id = CASE WHEN $4 THEN NULL ELSE coalesce($3, assignee_id) END, "
+            # A move to another team without a named agent leaves the old team's agent:
+            # the case waits in the new team's queue, where the router assigns it.
+            "assignee_id = CASE WHEN $4 OR ($3::bigint IS NULL AND $2::text IS DISTINCT FROM "
+            "team AND $2::text IS NOT NULL) THEN NULL ELSE coalesce($3, assignee_id) END, "
             "status = CASE WHEN status = 'new' THEN 'open' ELSE status END WHERE id = $1",
             case.id, want.team, assignee_id, want.unassign,
         )

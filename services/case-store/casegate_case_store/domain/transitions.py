@@ -34,7 +34,8 @@ class StatusStamp:
     closed_at: datetime | None
     pending_since: datetime | None
     clear_resolved: bool
-    resume_after_pause_s: float  # push running SLA clocks by the time spent waiting
+    # The wait for the customer ended now: the SLA clocks run again, moved on by the wait.
+    resumed_at: datetime | None
 
 
 def change_status(
@@ -44,17 +45,26 @@ def change_status(
         raise TransitionRefused(f"the case is already {current.value}")
     if new not in ALLOWED[current]:
         raise TransitionRefused(f"a {current.value} case cannot become {new.value}")
-    paused = 0.0
-    if current is S.PENDING_CUSTOMER and pending_since is not None:
-        paused = max(0.0, (now - pending_since).total_seconds())
     return StatusStamp(
         status=new,
         resolved_at=now if new is S.RESOLVED else None,
         closed_at=now if new is S.CLOSED else None,
         pending_since=now if new is S.PENDING_CUSTOMER else None,
         clear_resolved=new is S.OPEN,
-        resume_after_pause_s=paused,
+        resumed_at=_resumed(current, now, pending_since),
     )
+
+
+def customer_returned(current: CaseStatus, now: datetime,
+                      pending_since: datetime | None) -> StatusStamp:
+    """A customer's message moves a resolved or waiting case back to open (whatever the
+    agents' transition table says: the customer cannot be refused)."""
+    return StatusStamp(status=S.OPEN, resolved_at=None, closed_at=None, pending_since=None,
+                       clear_resolved=True, resumed_at=_resumed(current, now, pending_since))
+
+
+def _resumed(current: CaseStatus, now: datetime, pending_since: datetime | None) -> datetime | None:
+    return now if current is S.PENDING_CUSTOMER and pending_since is not None else None
 
 
 def reopen_status(current: CaseStatus) -> CaseStatus | None:

@@ -10,14 +10,19 @@ from typing import Any
 
 import asyncpg
 
-from casegate_shared.events import CaseChange, CaseUpdated, derived_event_id, envelope
+from casegate_shared.events import (
+    CaseChange,
+    CaseUpdated,
+    SlaResumed,
+    derived_event_id,
+    envelope,
+)
 
 from ..domain.cases import CaseStatus
 from ..domain.transitions import StatusStamp
 from ..domain.timeline import TimelineEntry
-from .cases import add_entry
 from .outbox import write_event
-from .snapshot import load_snapshot
+from .snapshot import SNAPSHOT_SELECT, snapshot_from
 from .users import Principal
 
 SOURCE = "case-store"
@@ -101,6 +106,22 @@ async def audit(
     )
 
 
+# The entry, the case's updated_at and the snapshot of the case as it then stands, in one
+# round trip (what earlier statements of the transaction changed is seen; the entry is no
+# part of the snapshot).
+_ENTRY_AND_SNAPSHOT = f"""
+WITH entry AS (
+    INSERT INTO timeline_entries
+        (case_id, kind, actor, visibility, body, data, correlation_id, actor_user_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id
+), touched AS (
+    UPDATE cases SET updated_at = now() WHERE id = $1 RETURNING *
+)
+SELECT (SELECT id FROM entry) AS entry_id, snapshot.*
+FROM ({SNAPSHOT_SELECT.format(cases="touched")}) AS snapshot
+"""
+
+
 async def record(
     conn: asyncpg.Connection,
     case: LockedCase,
@@ -115,9 +136,12 @@ async def record(
 ) -> int:
     """Timeline entry plus `case.<change>` event; the event id derives from the entry, or from
     `cause` (the triggering event's id) so a replayed trigger cannot mint a second event."""
-    entry_id = await add_entry(conn, case.id, entry, correlation_id, actor_user_id)
-    await conn.execute("UPDATE cases SET updated_at = now() WHERE id = $1", case.id)
-    snapshot = await load_snapshot(conn, case.id)
+    row = await conn.fetchrow(
+        _ENTRY_AND_SNAPSHOT, case.id, entry.kind.value, entry.actor, entry.visibility.value,
+        entry.body, entry.data, correlation_id, actor_user_id,
+    )
+    entry_id: int = row["entry_id"]
+    snapshot = snapshot_from(row)
     payload = CaseUpdated(
         change=change, ref=case.ref, actor=actor, case=snapshot, entry_id=entry_id, **detail
     )
@@ -136,17 +160,52 @@ async def record(
     return entry_id
 
 
-async def apply_status(conn: asyncpg.Connection, case_id: int, status: str, reason: str | None,
-                       stamp: StatusStamp) -> None:
-    await conn.execute(
-        "UPDATE cases SET status = $2, reason_code = $3, "
-        "resolved_at = CASE WHEN $4 THEN NULL ELSE coalesce($5, resolved_at) END, "
-        "closed_at = coalesce($6, closed_at), pending_since = $7, "
-        "first_response_due = first_response_due + make_interval(secs => $8), "
-        "resolution_due = resolution_due + make_interval(secs => $8) WHERE id = $1",
-        case_id, status, reason, stamp.clear_resolved, stamp.resolved_at,
-        stamp.closed_at, stamp.pending_since, stamp.resume_after_pause_s,
+# A status change; when it ends a wait for the customer ($8 = when), every SLA time moves on
+# by the wall time waited, and the times as they stood before come back for `case.sla_resumed`.
+_STATUS = """
+WITH before AS (
+    SELECT id, pending_since, sla_policy, region, priority, first_response_warn_at,
+           first_response_due, resolution_warn_at, resolution_due,
+           CASE WHEN $8::timestamptz IS NOT NULL AND pending_since IS NOT NULL
+                THEN greatest($8::timestamptz - pending_since, interval '0') END AS waited
+    FROM cases WHERE id = $1
+)
+UPDATE cases c SET status = $2, reason_code = coalesce($3, c.reason_code),
+    resolved_at = CASE WHEN $4 THEN NULL ELSE coalesce($5, c.resolved_at) END,
+    closed_at = coalesce($6, c.closed_at), pending_since = $7,
+    first_response_warn_at = c.first_response_warn_at + coalesce(b.waited, interval '0'),
+    first_response_due = c.first_response_due + coalesce(b.waited, interval '0'),
+    resolution_warn_at = c.resolution_warn_at + coalesce(b.waited, interval '0'),
+    resolution_due = c.resolution_due + coalesce(b.waited, interval '0'),
+    clocks_resumed_at = CASE WHEN b.waited IS NULL THEN c.clocks_resumed_at ELSE $8 END
+FROM before b WHERE c.id = b.id
+RETURNING b.waited, b.pending_since, b.sla_policy, b.region, b.priority,
+    b.first_response_warn_at, b.first_response_due, b.resolution_warn_at, b.resolution_due
+"""
+
+
+async def apply_status(conn: asyncpg.Connection, case: LockedCase, stamp: StatusStamp,
+                       reason: str | None, correlation_id: str) -> None:
+    """Set the status (a None reason keeps the current one). A change that ends a wait for
+    the customer moves the SLA clocks on by the wall time waited at once, so the sweeper
+    never fires on a stale time, and asks the router (`case.sla_resumed`) for the times in
+    business time of the case's region."""
+    row = await conn.fetchrow(
+        _STATUS, case.id, stamp.status.value, reason, stamp.clear_resolved, stamp.resolved_at,
+        stamp.closed_at, stamp.pending_since, stamp.resumed_at,
     )
+    if row is None or row["waited"] is None or stamp.resumed_at is None:
+        return
+    resumed = SlaResumed(
+        ref=case.ref, priority=row["priority"], sla_policy=row["sla_policy"],
+        region=row["region"], paused_at=row["pending_since"], resumed_at=stamp.resumed_at,
+        first_response_warn_at=row["first_response_warn_at"],
+        first_response_due=row["first_response_due"],
+        resolution_warn_at=row["resolution_warn_at"], resolution_due=row["resolution_due"],
+    )
+    event_id = derived_event_id(SlaResumed.event_type, case.ref, stamp.resumed_at.isoformat())
+    await write_event(conn, envelope(resumed, source=SOURCE, subject=case.ref,
+                                     correlation_id=correlation_id, event_id=event_id))
 
 
 async def describe_assignment(conn: asyncpg.Connection, case: LockedCase) -> str:

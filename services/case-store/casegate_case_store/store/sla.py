@@ -40,18 +40,25 @@ class Step:
     kind: CaseChange  # SLA_WARNING | SLA_BREACHED
 
     @property
+    def at(self) -> str:
+        return f"{self.clock}_warn_at" if self.kind is CaseChange.SLA_WARNING else f"{self.clock}_due"
+
+    @property
+    def pending(self) -> str:
+        """The clocks this step still has to raise. Migration 0003 indexes `at` under exactly
+        this condition, so finding the next due one never scans the open cases."""
+        flag = "warned" if self.kind is CaseChange.SLA_WARNING else "breached"
+        return f"NOT {self.clock}_{flag} AND {STOPPED[self.clock]} AND {RUNNING}"
+
+    @property
     def sql(self) -> str:
-        if self.kind is CaseChange.SLA_WARNING:
-            at, flag, extra = f"{self.clock}_warn_at", f"{self.clock}_warned", ""
-        else:
-            # The warning goes first even when both are overdue (a sweeper that was down).
-            at, flag = f"{self.clock}_due", f"{self.clock}_breached"
-            extra = f"AND {self.clock}_warned"
+        flag = "warned" if self.kind is CaseChange.SLA_WARNING else "breached"
+        # The warning goes first even when both are overdue (a sweeper that was down).
+        extra = f"AND {self.clock}_warned" if self.kind is CaseChange.SLA_BREACHED else ""
         return (
-            f"WITH due AS (SELECT id FROM cases WHERE {at} <= now() AND NOT {flag} {extra} "
-            f"AND {STOPPED[self.clock]} AND {RUNNING} ORDER BY {at} LIMIT $1 "
-            f"FOR UPDATE SKIP LOCKED) "
-            f"UPDATE cases c SET {flag} = true FROM due WHERE c.id = due.id "
+            f"WITH due AS (SELECT id FROM cases WHERE {self.at} <= now() AND {self.pending} "
+            f"{extra} ORDER BY {self.at} LIMIT $1 FOR UPDATE SKIP LOCKED) "
+            f"UPDATE cases c SET {self.clock}_{flag} = true FROM due WHERE c.id = due.id "
             f"RETURNING c.id, c.ref, c.status, c.team, c.assignee_id, c.priority, "
             f"c.pending_since, c.customer_id, c.{self.clock}_due AS due_at"
         )
@@ -59,13 +66,11 @@ class Step:
 
 STEPS = [Step(c, k) for c in ("first_response", "resolution")
          for k in (CaseChange.SLA_WARNING, CaseChange.SLA_BREACHED)]
-_NEXT = (
-    "SELECT least(min(first_response_warn_at) FILTER (WHERE NOT first_response_warned), "
-    "min(first_response_due) FILTER (WHERE NOT first_response_breached), "
-    "min(resolution_warn_at) FILTER (WHERE NOT resolution_warned), "
-    "min(resolution_due) FILTER (WHERE NOT resolution_breached)) - now() "
-    f"FROM cases WHERE {RUNNING}"
-)
+# Only clocks still to be raised count: a clock stopped by a reply before its warning time
+# must not keep the sweeper awake.
+_NEXT = "SELECT least({}) - now()".format(", ".join(
+    f"(SELECT min({step.at}) FROM cases WHERE {step.pending})" for step in STEPS
+))
 
 
 def _words(step: Step) -> str:

@@ -3,23 +3,34 @@ preferences, and its participants, so consumers never have to call case-store ba
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import time
+from typing import Any
 
 import asyncpg
 
 from casegate_shared.events import CaseSnapshot, Channel, Contact, Participant, Priority
 
-_SNAPSHOT = """
-SELECT c.ref, c.subject, c.channel, c.status, c.reason_code, c.priority, c.team, c.tags,
-       c.region, c.first_response_due, c.resolution_due, c.slack_thread,
-       a.handle AS assignee,
-       cu.id AS customer_id, cu.name, cu.preferred_channel, cu.fallback, cu.language,
-       cu.timezone, cu.quiet_start, cu.quiet_end, cu.tier, cu.tags AS customer_tags,
-       cu.last_channel,
-       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+from ..domain.cases import NewCase
+
+# The customer's side of a snapshot, from a customer row aliased `cu` (or a CTE that
+# returned these names): their preferences and every identity with its state.
+IDENTITIES = """(SELECT coalesce(jsonb_agg(jsonb_build_object(
             'kind', i.kind, 'value', i.value, 'opted_out', i.opted_out_at IS NOT NULL,
             'bouncing', i.bouncing_at IS NOT NULL) ORDER BY i.created_at), '[]'::jsonb)
-        FROM customer_identities i WHERE i.customer_id = cu.id) AS identities,
+        FROM customer_identities i WHERE i.customer_id = {customer_id}) AS identities"""
+PROFILE = """{cu}.id AS customer_id, {cu}.name, {cu}.preferred_channel, {cu}.fallback,
+       {cu}.language, {cu}.timezone, {cu}.quiet_start, {cu}.quiet_end, {cu}.tier,
+       {cu}.tags AS customer_tags, {cu}.last_channel"""
+
+# Everything a snapshot holds, over a case row aliased `c` (a table, or a CTE that updated
+# it and returned `*`, so the change and the snapshot of its result are one statement).
+SNAPSHOT_SELECT = f"""
+SELECT c.id, c.ref, c.subject, c.channel, c.status, c.reason_code, c.priority, c.team, c.tags,
+       c.region, c.first_response_due, c.resolution_due, c.slack_thread,
+       a.handle AS assignee,
+       {PROFILE.format(cu="cu")},
+       {IDENTITIES.format(customer_id="cu.id")},
        (SELECT coalesce(jsonb_agg(jsonb_build_object(
             'role', p.role, 'user', u.handle, 'email', u.email, 'slack_user', u.slack_user)
             ORDER BY p.added_at), '[]'::jsonb)
@@ -30,11 +41,12 @@ SELECT c.ref, c.subject, c.channel, c.status, c.reason_code, c.priority, c.team,
        (SELECT m.message_id FROM case_message_ids m
         WHERE m.case_id = c.id AND m.direction = 'in'
         ORDER BY m.created_at DESC LIMIT 1) AS last_in
-FROM cases c
+FROM {{cases}} c
 JOIN customers cu ON cu.id = c.customer_id
 LEFT JOIN users a ON a.id = c.assignee_id
-WHERE c.id = $1
 """
+
+_SNAPSHOT = SNAPSHOT_SELECT.format(cases="cases") + "WHERE c.id = $1"
 
 REFERENCES_KEPT = 20  # RFC 5322 lets References grow; mail clients cope with a trimmed tail
 
@@ -43,7 +55,8 @@ def _hhmm(value: time | None) -> str | None:
     return None if value is None else value.strftime("%H:%M")
 
 
-def contact_from(row: asyncpg.Record) -> Contact:
+def contact_from(row: Mapping[str, Any]) -> Contact:
+    """The Contact in a snapshot, from a row selected with PROFILE and IDENTITIES."""
     first: dict[str, str] = {}
     opted_out: set[Channel] = set()
     bouncing: list[str] = []
@@ -79,6 +92,11 @@ async def load_snapshot(conn: asyncpg.Connection, case_id: int) -> CaseSnapshot:
     row = await conn.fetchrow(_SNAPSHOT, case_id)
     if row is None:
         raise LookupError(f"case {case_id} vanished inside its own transaction")
+    return snapshot_from(row)
+
+
+def snapshot_from(row: Mapping[str, Any]) -> CaseSnapshot:
+    """The snapshot from a row selected with SNAPSHOT_SELECT."""
     return CaseSnapshot(
         ref=row["ref"],
         subject=row["subject"],
@@ -97,4 +115,23 @@ async def load_snapshot(conn: asyncpg.Connection, case_id: int) -> CaseSnapshot:
         last_customer_message_id=row["last_in"],
         references=list(row["message_ids"] or [])[-REFERENCES_KEPT:],
         slack_thread=row["slack_thread"],
+    )
+
+
+def opened_snapshot(
+    ref: str, case: NewCase, profile: Mapping[str, Any], message_id: str | None, token: str
+) -> CaseSnapshot:
+    """The snapshot of a case that is being opened, from what its opening statement writes:
+    nothing needs reading back (no team, participants or clocks yet; its only Message-ID is
+    the customer's). Carries the customer's tracking token."""
+    return CaseSnapshot(
+        ref=ref,
+        subject=case.subject,
+        channel=case.channel,
+        status=case.status.value,
+        priority=case.priority,
+        customer=contact_from(profile),
+        last_customer_message_id=message_id,
+        references=[message_id] if message_id else [],
+        tracking_token=token,
     )

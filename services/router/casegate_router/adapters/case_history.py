@@ -9,7 +9,6 @@ router decided then); without one, the case's own team and priority.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -18,6 +17,7 @@ import asyncpg
 import orjson
 
 from casegate_shared.events import Channel, Priority
+from casegate_shared.settings import libpq_url
 
 from ..domain import Message
 from ..domain.replay import Routed, StoredCase
@@ -28,11 +28,6 @@ _OPTIONAL = {
     ("customers", "tier"): "cu.tier AS customer_tier",
     ("customers", "tags"): "cu.tags AS customer_tags",
 }
-
-
-def plain_url(url: str) -> str:
-    """asyncpg takes libpq URLs; SQLAlchemy-style ones name a driver after a '+'."""
-    return re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
 
 
 async def _columns(conn: asyncpg.Connection) -> set[tuple[str, str]]:
@@ -102,7 +97,7 @@ def _noted_sla_policy(routed: dict[str, Any]) -> str | None:
 
 async def stored_cases(database_url: str, since: datetime) -> AsyncIterator[StoredCase]:
     """Cases opened at or after `since`, oldest first, in one read-only snapshot."""
-    conn = await asyncpg.connect(plain_url(database_url))
+    conn = await asyncpg.connect(libpq_url(database_url))
     try:
         async with conn.transaction(readonly=True, isolation="repeatable_read"):
             query = _query(await _columns(conn))

@@ -35,7 +35,9 @@ from .business_time import (
     BusinessCalendar,
     Pause,
     Window,
+    add_business_time,
     add_business_times,
+    business_time_between,
     due_with_pauses,
     parse_window,
 )
@@ -301,3 +303,42 @@ def warning_at(
     share = target.maximum * policy.warning_share
     share -= timedelta(microseconds=share.microseconds)  # whole seconds read better
     return due_with_pauses(opened_at, share, calendar_for(policy, priority, region), pauses)
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A case's SLA times after a wait for the customer, and what the wait cost in work time."""
+
+    times: dict[str, datetime | None]
+    waited: timedelta
+    waited_working: timedelta
+
+
+def resume_clocks(
+    calendar: BusinessCalendar,
+    paused_at: datetime,
+    resumed_at: datetime,
+    times: dict[str, datetime | None],
+) -> Resumed:
+    """Each time as much working time after the resume as it was after the wait began, so
+    the clocks lose no working time to the wait and gain none from nights and weekends in it.
+    A time already passed when the wait began stays where it was (its event is due now)."""
+    moved: dict[str, datetime | None] = {}
+    for name, at in times.items():
+        if at is None or at <= paused_at:
+            moved[name] = at
+        else:
+            left = business_time_between(paused_at, at, calendar)
+            moved[name] = add_business_time(max(resumed_at, paused_at), left, calendar)
+    waited = max(resumed_at - paused_at, timedelta(0))
+    working = business_time_between(paused_at, max(resumed_at, paused_at), calendar)
+    return Resumed(moved, waited, working)
+
+
+def span(duration: timedelta) -> str:
+    """'2 d 3 h 5 min' for people reading a timeline; whole minutes."""
+    minutes = int(duration.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min")) if n]
+    return " ".join(parts) or "0 min"

@@ -1,0 +1,132 @@
+"""What assignment needs from case-store's PostgreSQL, read only: each member's open cases
+per channel, who is an active user, the team's most recently assigned agent (the round-robin
+cursor), and the cases waiting in a team's queue.
+
+case-store stays the system of record and the router never writes to it: its decisions go
+back over the bus. Every read runs in one read-only repeatable-read transaction, so a
+decision sees one consistent moment. The sweep's turn is a transaction-level advisory lock:
+one router replica sweeps at a time, and the lock goes with the transaction whatever happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from casegate_shared.events import Channel
+from casegate_shared.settings import libpq_url
+
+from ..domain.team_queue import NOTE_RULE, QueuedCase, TeamLoad, noted_strategy
+
+SWEEP_LOCK = 0x726F757465720001  # "router" + 1: the queue sweep's turn
+
+# Open means not yet resolved: pending and on-hold cases still belong to their agent.
+_OPEN_CASES = """
+SELECT u.handle, c.channel, count(*) AS n
+FROM users u JOIN cases c ON c.assignee_id = u.id
+WHERE u.handle = ANY($1::text[]) AND c.status NOT IN ('resolved', 'closed')
+GROUP BY u.handle, c.channel
+"""
+_ACTIVE = "SELECT handle FROM users WHERE handle = ANY($1::text[]) AND active"
+_LAST_ASSIGNED = """
+SELECT u.handle FROM cases c JOIN users u ON u.id = c.assignee_id
+WHERE c.team = $1 AND c.assigned_at IS NOT NULL
+ORDER BY c.assigned_at DESC, c.id DESC LIMIT 1
+"""
+# The rule's strategy counts only while the case is on the team that rule routed it to.
+_QUEUED = f"""
+SELECT c.ref, c.channel, c.tags, c.updated_at,
+       CASE WHEN r.team = c.team THEN r.note END AS note,
+       (SELECT t.correlation_id FROM timeline_entries t WHERE t.case_id = c.id
+        ORDER BY t.id LIMIT 1) AS correlation_id
+FROM cases c
+LEFT JOIN LATERAL (
+    SELECT t.data->>'team' AS team,
+           (SELECT v->>'reason' FROM jsonb_array_elements(t.data->'explanation') v
+            WHERE v->>'rule' = '{NOTE_RULE}' LIMIT 1) AS note
+    FROM timeline_entries t WHERE t.case_id = c.id AND t.kind = 'routed'
+    ORDER BY t.id DESC LIMIT 1
+) r ON true
+WHERE c.team = $1 AND c.assignee_id IS NULL AND c.status IN ('new', 'open')
+  AND c.merged_into_id IS NULL AND ($2::text IS NULL OR c.ref = $2)
+ORDER BY c.priority, c.created_at, c.id
+LIMIT $3
+"""
+
+
+class Reader:
+    """Reads inside one read-only transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def take_sweep_turn(self) -> bool:
+        """The sweep's turn until this transaction ends, if no other replica has it."""
+        return bool(await self._conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK))
+
+    async def team_load(self, team: str, handles: Sequence[str]) -> TeamLoad:
+        names = list(handles)
+        open_cases: dict[str, dict[Channel, int]] = {}
+        for row in await self._conn.fetch(_OPEN_CASES, names):
+            open_cases.setdefault(row["handle"], {})[Channel(row["channel"])] = row["n"]
+        active = frozenset(r["handle"] for r in await self._conn.fetch(_ACTIVE, names))
+        last = await self._conn.fetchval(_LAST_ASSIGNED, team)
+        return TeamLoad(open_cases, active, last)
+
+    async def unassigned(self, refs: Sequence[str]) -> set[str]:
+        """Which of these cases nobody has yet (a decision for them is not applied yet)."""
+        if not refs:
+            return set()
+        rows = await self._conn.fetch(
+            "SELECT ref FROM cases WHERE ref = ANY($1::text[]) AND assignee_id IS NULL", list(refs)
+        )
+        return {r["ref"] for r in rows}
+
+    async def queued(self, team: str, limit: int, ref: str | None = None) -> list[QueuedCase]:
+        """The team's waiting cases, most urgent then oldest first; with `ref`, that case
+        if it still waits."""
+        rows = await self._conn.fetch(_QUEUED, team, ref, limit)
+        return [
+            QueuedCase(
+                r["ref"], Channel(r["channel"]), frozenset(r["tags"] or ()),
+                noted_strategy(r["note"]), r["updated_at"].isoformat(), r["correlation_id"],
+            )
+            for r in rows
+        ]
+
+
+class Workload:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, database_url: str) -> Workload:
+        # No connection at start: routing must not wait for this database, and a read
+        # that fails is retried by the bus like any handler failure.
+        pool = await asyncpg.create_pool(
+            libpq_url(database_url), min_size=0, max_size=4, command_timeout=30
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def check_ready(self) -> None:
+        async with self._pool.acquire(timeout=5) as conn:
+            await conn.fetchval("SELECT 1")
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Reader]:
+        async with self._pool.acquire() as conn, conn.transaction(
+            readonly=True, isolation="repeatable_read"
+        ):
+            yield Reader(conn)
+
+    @asynccontextmanager
+    async def sweep_turn(self) -> AsyncIterator[Reader | None]:
+        """A reader if this replica has the sweep's turn (held until the block ends), else
+        None: another replica is sweeping right now."""
+        async with self.reading() as reader:
+            yield reader if await reader.take_sweep_turn() else None
