@@ -53,10 +53,14 @@ def amqp_url(infrastructure: None) -> Iterator[str]:
     deleting many of them on RabbitMQ 3.10 can wedge `rabbitmqctl`.)"""
     url = "amqp://guest:guest@127.0.0.1:5672/"
     yield url
-    asyncio.run(_delete_queues(url, f"t{RUN_ID}"))
+    asyncio.run(delete_queues(url, f"t{RUN_ID}"))
 
 
-async def _delete_queues(url: str, prefix: str) -> None:
+async def delete_queues(
+    url: str, prefix: str | tuple[str, ...], *, exchanges: bool = True
+) -> None:
+    """Delete the queues (and exchanges) whose names start with `prefix`. Listing them takes
+    a `rabbitmqctl` run, which boots an Erlang VM: about a second on two cores."""
     if shutil.which("rabbitmqctl") is None:
         return
     try:
@@ -72,6 +76,8 @@ async def _delete_queues(url: str, prefix: str) -> None:
         channel = await conn.channel()
         for name in names:
             await channel.queue_delete(name)
+        if not exchanges:
+            return
         out = subprocess.run(
             ["rabbitmqctl", "-q", "list_exchanges", "name"],
             capture_output=True, text=True, timeout=30, check=False,
@@ -83,11 +89,17 @@ async def _delete_queues(url: str, prefix: str) -> None:
         await conn.close()
 
 
+# Prefixes of finished tests whose queues still wait to be deleted.
+_FINISHED: list[str] = []
+_DELETE_EVERY = 5
+
+
 @pytest.fixture
 def bus_settings(amqp_url: str) -> Iterator[BusSettings]:
     """Per-test exchange and queue prefix; fast retries so failure paths finish quickly.
-    The test's queues are deleted after it: a broker on two cores copes badly with hundreds
-    of idle quorum queues piling up during one run."""
+    Finished tests' queues are deleted every few tests: a broker on two cores copes badly
+    with hundreds of idle quorum queues piling up during one run, and one listing per test
+    would cost a second each. Exchanges are cheap: they go at the end of the run."""
     tag = f"{RUN_ID}{uuid.uuid4().hex[:6]}"
     yield BusSettings(
         amqp_url=amqp_url,
@@ -97,7 +109,10 @@ def bus_settings(amqp_url: str) -> Iterator[BusSettings]:
         bus_max_attempts=3,
         bus_delivery_limit=5,
     )
-    asyncio.run(_delete_queues(amqp_url, f"t{tag}"))
+    _FINISHED.append(f"t{tag}")
+    if len(_FINISHED) >= _DELETE_EVERY:
+        asyncio.run(delete_queues(amqp_url, tuple(_FINISHED), exchanges=False))
+        _FINISHED.clear()
 
 
 @pytest.fixture(scope="session")

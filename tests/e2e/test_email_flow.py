@@ -96,6 +96,7 @@ async def test_email_round_trip_threading_loops_and_bounces(
 
         (ack,) = await wait_for(acknowledged)
         assert ack["Auto-Submitted"] in ("auto-replied", "auto-generated")
+        assert SUPPORT in str(ack["Reply-To"])  # the customer's answer comes to our mailbox
 
         # Pat answers the acknowledgement; their client changes the subject and drops the
         # token: the headers still say which case it is.

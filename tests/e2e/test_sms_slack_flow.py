@@ -1,8 +1,8 @@
 """End to end, four real processes, Twilio and Slack as local stand-ins speaking their wire
 formats (the official SDKs inside the services are pointed at them): a customer texts, the
 team sees the case in Slack, an agent claims it and replies from the thread, the customer
-gets the reply by SMS, Twilio's delivery report lands on the timeline, the next SMS joins
-the same case, and after STOP the next update goes out by email instead."""
+gets the reply by SMS, Twilio's delivery report lands on the timeline and in the thread, the
+next SMS joins the same case, and after STOP the next update goes out by email instead."""
 
 from __future__ import annotations
 
@@ -145,6 +145,11 @@ async def test_sms_to_slack_claim_reply_delivery_stop_and_fallback(
             return "agent42" in json.dumps(slack.posts[(CHANNEL, ts)].get("blocks", []))
 
         await wait_for(card_shows_assignee)
+        # Its Reply button says where a reply goes: by SMS, to the number they wrote from.
+        [reply_button] = [e for b in slack.posts[(CHANNEL, ts)]["blocks"] if b["type"] == "actions"
+                          for e in b["elements"] if e["action_id"] == "reply"]
+        assert json.loads(reply_button["value"])["via"] == "sms"
+        assert json.loads(reply_button["value"])["to"] == CUSTOMER
 
         # A thread message is an internal note; with the prefix it is a reply by SMS.
         for text in ("checking the line tests", "!reply A technician is on the way"):
@@ -175,6 +180,13 @@ async def test_sms_to_slack_claim_reply_delivery_stop_and_fallback(
                 "AND body LIKE '%delivered%'", case_id))
 
         await wait_for(delivered)
+
+        # ... and in the thread, under the reply it reports on.
+        async def delivery_echoed() -> bool:
+            return any(m.get("thread_ts") == ts and "Reply delivered by SMS" in json.dumps(m)
+                       for (channel, _), m in slack.posts.items() if channel == CHANNEL)
+
+        await wait_for(delivery_echoed)
 
         # The same number texts again: same case.
         await text_us(stack, twilio, "Still down this morning")

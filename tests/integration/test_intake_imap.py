@@ -19,16 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 
+from casegate_case_store.settings import Settings as CaseStoreSettings
 from casegate_intake.adapters.imap import MailboxWatcher
 from casegate_intake.settings import Settings
 from casegate_shared.bus import Bus
 from casegate_shared.events import Envelope, MessageKind, MessageReceived
 from casegate_shared.settings import BusSettings
-from tests.conftest import ROOT, eventually
+from tests.conftest import ROOT, eventually, free_port
+from tests.integration.test_case_store_service import running
 from tests.support.dovecot import (  # noqa: F401 - fixtures
     Dovecot,
     dovecot,
@@ -361,6 +364,55 @@ async def test_two_watchers_one_lease_and_takeover(
             await eventually(until(lambda: other.holds(name)), timeout=10)
             append(dovecot, imap_folder, [mail(99)])
             await eventually(until(lambda: len(seen.events) == 11), timeout=20)
+
+
+async def test_a_recreated_folder_is_taken_in_again_without_duplicate_cases(
+    settings: Settings, bus_settings: BusSettings, dovecot: Dovecot, imap_folder: str,  # noqa: F811
+    clean_db: str,
+) -> None:
+    """The folder is deleted and created again under a watcher idling on it (a restore from
+    backup): its UIDVALIDITY changes, the same mail comes back unmarked with new UIDs. The
+    watcher must notice, take everything in again, and case-store must make no second case."""
+    name = dovecot.mailbox_name(imap_folder)
+    changes = "casegate_intake_imap_uidvalidity_changes_total"
+    before = metric(changes, mailbox=name)
+    raws = [mail(i) for i in range(3)]
+    append(dovecot, imap_folder, raws)
+    store = CaseStoreSettings(**bus_settings.model_dump(), database_url=clean_db,
+                              case_store_port=free_port())
+    db = await asyncpg.connect(clean_db)
+
+    async def cases_and_messages() -> tuple[int, int]:
+        return (await db.fetchval("SELECT count(*) FROM cases"), await db.fetchval(
+            "SELECT count(*) FROM timeline_entries WHERE kind = 'message_in'"))
+
+    try:
+        async with observe(bus_settings) as seen, running(store), watching(settings):
+            await eventually(until(lambda: not unprocessed(dovecot, imap_folder)), timeout=20)
+            await eventually(lambda: _is(cases_and_messages(), (3, 3)), timeout=20)
+            first = {e.data.dedupe_key: e.id for e in seen.events}
+            await asyncio.sleep(QUIET_S)  # the watcher is idling on the folder now
+            with dovecot.client() as client:
+                old = client.folder_status(imap_folder, ["UIDVALIDITY"])[b"UIDVALIDITY"]
+                client.delete_folder(imap_folder)
+                client.create_folder(imap_folder)
+                new = client.folder_status(imap_folder, ["UIDVALIDITY"])[b"UIDVALIDITY"]
+            assert new != old
+            append(dovecot, imap_folder, [*raws, mail(3)])
+            await eventually(until(lambda: len(seen.events) == 7), timeout=20)
+            await eventually(until(lambda: not unprocessed(dovecot, imap_folder)), timeout=20)
+            await eventually(lambda: _is(cases_and_messages(), (4, 4)), timeout=20)
+            await asyncio.sleep(QUIET_S)
+        assert len(seen.events) == 7 and await cases_and_messages() == (4, 4)
+        again = {e.data.dedupe_key: e.id for e in seen.events[3:]}
+        assert {k: again[k] for k in first} == first  # the same events, so case-store dedupes
+        assert metric(changes, mailbox=name) == before + 1
+    finally:
+        await db.close()
+
+
+async def _is(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
 
 
 async def test_sigkill_mid_intake_loses_nothing(

@@ -1,8 +1,9 @@
 """Intake's Slack routes over real HTTP against the real RabbitMQ and Redis, with requests
 signed by slack_sdk's own code and the Slack stand-in answering the Web API: thread messages
-become notes or replies, buttons become actions, the Reply button opens a modal whose
-submission is a reply; retries publish nothing new; forged, stale or unsigned requests get 403
-and publish nothing; our own bot's messages are skipped."""
+become notes or replies, buttons become actions, the Reply button opens a modal that names
+where the reply goes (as the card's button says) and whose submission is a reply; retries
+publish nothing new; forged, stale or unsigned requests get 403 and publish nothing; our own
+bot's messages are skipped."""
 
 from __future__ import annotations
 
@@ -260,6 +261,28 @@ async def test_reply_button_opens_a_modal_and_its_submission_is_a_reply(
     assert (action.action, action.ref, action.body) == ("reply", "CS-7K3M9Q", "Refund sent today.")
     assert action.thread_key == f"{CHANNEL}:{POST_TS}"
     assert action.dedupe_key == "slack:view:V0MODAL0001"
+
+
+async def test_the_reply_modal_names_the_channel_and_address_the_card_gave(
+    intake: Intake, slack: SlackStandIn
+) -> None:
+    value = json.dumps({"ref": "CS-7K3M9Q", "via": "sms", "to": "+447700900123", "next": True})
+    click = block_action("reply", value, user=AGENT, channel=CHANNEL, message_ts=POST_TS)
+    status, _, elapsed = await post(intake, "/v1/slack/interactivity", interactivity(click), FORM)
+    assert status == 200 and elapsed < 3
+    [call] = slack.calls_of("views.open")
+    view = call.args["view"]
+    said = view["blocks"][0]["text"]["text"]
+    assert "*CS-7K3M9Q*" in said and "*SMS* to `+44 7700 900123`" in said
+    assert "(or the next channel if that fails)" in said
+    assert json.loads(view["private_metadata"])["ref"] == "CS-7K3M9Q"
+
+    values = {"reply": {"text": {"type": "plain_text_input", "value": "On its way."}}}
+    submit = view_submission({**view, "id": "V0MODAL0003"}, user=AGENT, values=values)
+    assert (await post(intake, "/v1/slack/interactivity", interactivity(submit), FORM))[0] == 200
+    [event] = actions_of(await intake.events())
+    assert (event.data.action, event.data.ref, event.data.body) == ("reply", "CS-7K3M9Q",
+                                                                     "On its way.")
 
 
 async def test_an_empty_reply_keeps_the_modal_open_with_the_problem(

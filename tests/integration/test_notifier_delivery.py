@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from casegate_shared.events import (
 )
 from casegate_shared.settings import BusSettings
 from tests.conftest import eventually, free_port
+from tests.support.bus_events import published
 from tests.integration.test_notifier_smtp import Mailbox, smtp_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,28 +81,9 @@ async def notifier(
         await server.close()
 
 
-@asynccontextmanager
-async def outcomes(bus_settings: BusSettings) -> AsyncIterator[list[dict[str, Any]]]:
+def outcomes(bus_settings: BusSettings) -> AbstractAsyncContextManager[list[dict[str, Any]]]:
     """Every notification.* event published on this test's exchange, parsed, as it arrives."""
-    seen: list[dict[str, Any]] = []
-    connection = await aio_pika.connect(bus_settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            bus_settings.bus_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, "notification.*")
-
-        async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            seen.append(json.loads(message.body))
-            await message.ack()
-
-        await queue.consume(keep)
-        yield seen
-    finally:
-        await connection.close()
-
+    return published(bus_settings, "notification.*")
 
 @asynccontextmanager
 async def sandbox_of(settings: Settings) -> AsyncIterator[Sandbox]:

@@ -266,11 +266,12 @@ async def test_a_claim_left_by_a_crashed_sender_is_retried_after_its_lease(
     [n] = notifications_for(load_policy(settings.notify_policy_file), facts_of(event))
     redis = Redis.from_url(redis_url, decode_responses=True)
     try:
-        # What a replica killed mid-send leaves behind: a claim that only its lease ends.
-        await redis.set(f"{settings.redis_prefix}:notify:{n.dedupe_key}", "sending", px=700)
         async with outcomes(bus_settings) as seen, notifier(settings) as srv:
+            # What a replica killed mid-send leaves behind: a claim that only its lease ends
+            # (set once this notifier is up, so a slow start cannot use up the lease).
+            await redis.set(f"{settings.redis_prefix}:notify:{n.dedupe_key}", "sending", px=2000)
             await publisher.publish(event)
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(1.0)
             assert seen == []  # held off while the lease lasts
 
             async def sent() -> bool:

@@ -6,17 +6,15 @@ with line breaks never becomes a header of its own."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-import aio_pika
 import aiohttp
 from aiohttp.test_utils import TestServer
 from aiosmtpd.controller import Controller
@@ -37,6 +35,7 @@ from casegate_shared.events import (
 )
 from casegate_shared.settings import BusSettings
 from tests.conftest import eventually, free_port
+from tests.support.bus_events import published
 
 
 MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
@@ -109,6 +108,7 @@ def settings_for(bus_settings: BusSettings, redis_url: str, smtp_port: int) -> S
         redis_prefix=f"p{bus_settings.bus_prefix}",
         smtp_url=f"smtp://127.0.0.1:{smtp_port}",
         smtp_from="Support Desk <support@casegate.localhost>",
+        smtp_reply_to="Support Desk <inbox@casegate.localhost>",
     )
 
 
@@ -122,28 +122,9 @@ async def notifier(settings: Settings) -> AsyncIterator[TestServer]:
         await server.close()
 
 
-@asynccontextmanager
-async def outcomes(bus_settings: BusSettings) -> AsyncIterator[list[dict[str, Any]]]:
+def outcomes(bus_settings: BusSettings) -> AbstractAsyncContextManager[list[dict[str, Any]]]:
     """Every notification.* event published on this test's exchange, parsed, as it arrives."""
-    seen: list[dict[str, Any]] = []
-    connection = await aio_pika.connect(bus_settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            bus_settings.bus_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, "notification.*")
-
-        async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            seen.append(json.loads(message.body))
-            await message.ack()
-
-        await queue.consume(keep)
-        yield seen
-    finally:
-        await connection.close()
-
+    return published(bus_settings, "notification.*")
 
 async def test_acknowledgement_arrives_over_smtp_with_ref_and_message_id(
     bus_settings: BusSettings, redis_url: str, publisher: Bus
@@ -174,6 +155,7 @@ async def test_acknowledgement_arrives_over_smtp_with_ref_and_message_id(
     assert mail["Subject"] == f"[{ref}] We received your request: Invoice is wrong"
     assert mail["To"] == "Ann Lee <ann@example.com>"
     assert mail["From"] == "Support Desk <support@casegate.localhost>"
+    assert mail["Reply-To"] == "Support Desk <inbox@casegate.localhost>"  # intake's mailbox
     assert mail["Auto-Submitted"] == "auto-generated"
     message_id = mail["Message-ID"]
     assert MESSAGE_ID.fullmatch(message_id), message_id

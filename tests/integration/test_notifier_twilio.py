@@ -5,6 +5,7 @@ limiter in the real Redis: what goes over the wire, how each kind of failure is 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -180,21 +181,40 @@ async def test_twilio_unreachable_is_temporary(adapter: Factory) -> None:
     assert not result.ok and result.temporary
 
 
-async def test_wrong_credentials_are_temporary_not_a_customer_failure(
-    twilio: TwilioStandIn, redis_url: str, key_prefix: str
+async def test_wrong_credentials_fail_for_good_and_name_the_settings_to_check(
+    twilio: TwilioStandIn, redis_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """No retry mends a wrong auth token: the notification moves on to the customer's next
+    channel at once, and the operator reads which settings to fix (never the token itself)."""
     redis = Redis.from_url(redis_url, decode_responses=True)
     try:
-        async with api_client(twilio.account_sid, "wrong", twilio.api_base) as client:
+        async with api_client(twilio.account_sid, "wrong-token", twilio.api_base) as client:
             sender = TwilioSms(
                 client, redis, RateLimiter(redis, key_prefix, 5), from_number=FROM,
                 rate=Rate(50), prefix=key_prefix,
             )
-            result = await sender.send(sms())
+            with caplog.at_level(logging.ERROR, logger="casegate_notifier.adapters.twilio_sms"):
+                result = await sender.send(sms())
     finally:
         await redis.aclose()
-    assert not result.ok and result.temporary and "401" in (result.reason or "")
+    assert not result.ok and not result.temporary and "401" in (result.reason or "")
+    assert "CASEGATE_TWILIO_AUTH_TOKEN" in (result.reason or "")
+    assert len(twilio.created()) == 1  # asked once, not again inside the adapter
     assert "StatusCallback" not in twilio.created()[0].form  # no public URL, no callback
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "CASEGATE_TWILIO_AUTH_TOKEN" in record.__dict__["reason"]
+    assert "wrong-token" not in caplog.text
+
+
+async def test_an_account_forbidden_to_send_fails_for_good(
+    twilio: TwilioStandIn, adapter: Factory
+) -> None:
+    twilio.fail(403, code=20403)
+    async with adapter() as sender:
+        result = await sender.send(sms())
+    assert not result.ok and not result.temporary
+    assert "403" in (result.reason or "") and "CASEGATE_TWILIO_ACCOUNT_SID" in (result.reason or "")
+    assert len(twilio.created()) == 1
 
 
 async def test_the_status_callback_signs_like_twilio(

@@ -4,6 +4,7 @@ and every rule's hit or miss is recorded with a reason."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from casegate_notifier.domain.delivery import Medium, Route
-from casegate_notifier.domain.facts import CUSTOMER_VISIBLE, KNOWN_EVENTS, facts_of
+from casegate_notifier.domain.delivery import Medium, RecordUnavailable, Route
+from casegate_notifier.domain.facts import (
+    CUSTOMER_VISIBLE,
+    KNOWN_EVENTS,
+    AgentContact,
+    Facts,
+    facts_of,
+)
 from casegate_notifier.domain.policy import (
     REPLY_RULE,
     Policy,
@@ -24,6 +31,8 @@ from casegate_notifier.domain.policy import (
 )
 from casegate_notifier.domain.policy_file import PolicyError, load_policy, parse_policy
 from casegate_notifier.domain.samples import sample_contact, sample_event, sample_snapshot
+from casegate_notifier.handlers import with_assignee
+from casegate_shared.bus import Defer
 from casegate_shared.events import (
     CaseCustomer,
     CaseOpened,
@@ -80,6 +89,7 @@ WATCHER = ("watchers", "dave@corp.example")
 TEAM = ("team_channel", "C0BILLING")
 GROUP = ("escalation_group", "duty@corp.example")
 CRM = ("webhook", "crm")
+ASSIGNEE_BOB = ("assignee", "U0BOB")
 
 
 def event(
@@ -136,10 +146,11 @@ def test_each_role_gets_exactly_what_the_policy_gives_it(
         ("case.status_changed", "closed", {WATCHER}),
         ("case.reopened", None, {CUSTOMER, OWNER_SLACK, WATCHER}),
         ("case.routed", None, set()),  # the shipped file names no team channels
-        ("case.assigned", None, {OWNER_SLACK, WATCHER}),
-        ("case.sla_warning", None, {OWNER_SLACK}),
-        ("case.sla_breached", None, {OWNER_SLACK, ADMIN}),
-        ("case.escalated", None, {OWNER_SLACK, ADMIN, WATCHER}),
+        # The sample's assignee is its owner, bob: told once, by the first rule naming him.
+        ("case.assigned", None, {ASSIGNEE_BOB, WATCHER}),
+        ("case.sla_warning", None, {ASSIGNEE_BOB}),
+        ("case.sla_breached", None, {ASSIGNEE_BOB, ADMIN}),
+        ("case.escalated", None, {ASSIGNEE_BOB, ADMIN, WATCHER}),
         ("notification.failed", None, set()),
         ("case.message_added", None, {OWNER_SLACK}),
         ("case.priority_changed", None, set()),
@@ -428,3 +439,103 @@ def test_a_customer_whose_first_channel_is_unusable_is_reported_as_a_fallback(
     assert (who.passed_over, who.passed_over_reason) == (passed_over, why)
     first = who.routes[0].medium
     assert first is (Medium.SMS if passed_over is None else Medium.EMAIL)
+
+
+FRANK = AgentContact(user="frank", email="frank@corp.example", slack_user="U0FRANK")
+
+
+def assigned_to(
+    event_type: str, assignee: str | None, *, actor: str = "router",
+    contact: AgentContact | None = None,
+) -> Facts:
+    """The sample case (owner bob, administrator carol, watcher dave), assigned to `assignee`;
+    `contact` as the handler's lookup would add it."""
+    ev = event(event_type, actor=actor, case=sample_snapshot(assignee=assignee))
+    facts = facts_of(ev)
+    return facts if contact is None else dataclasses.replace(facts, assignee_contact=contact)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "assignee", "contact", "expected"),
+    [
+        # a new agent, not on the case otherwise: reached in Slack first, like every agent
+        ("case.assigned", "frank", FRANK, {("assignee", "U0FRANK"), OWNER_SLACK, WATCHER}),
+        ("case.sla_warning", "frank", FRANK, {("assignee", "U0FRANK"), OWNER_SLACK}),
+        ("case.sla_breached", "frank", FRANK, {("assignee", "U0FRANK"), OWNER_SLACK, ADMIN}),
+        ("case.escalated", "frank", FRANK,
+         {("assignee", "U0FRANK"), OWNER_SLACK, ADMIN, WATCHER}),
+        # the assignee is also the owner, or a watcher: one notification, not two
+        ("case.escalated", "bob", None, {ASSIGNEE_BOB, ADMIN, WATCHER}),
+        ("case.escalated", "dave", None, {("assignee", "dave@corp.example"), OWNER_SLACK, ADMIN}),
+        ("case.assigned", "dave", None, {("assignee", "dave@corp.example"), OWNER_SLACK}),
+        # nobody to find, or no addresses known: the others still hear it
+        ("case.escalated", None, None, {OWNER_SLACK, ADMIN, WATCHER}),
+        ("case.escalated", "frank", None, {OWNER_SLACK, ADMIN, WATCHER}),
+        # only where a rule names the assignee
+        ("case.status_changed", "frank", FRANK, {WATCHER}),
+    ],
+)
+def test_the_assignee_hears_what_is_theirs_once(
+    event_type: str, assignee: str | None, contact: AgentContact | None,
+    expected: set[tuple[str, str]],
+) -> None:
+    facts = assigned_to(event_type, assignee, contact=contact)
+    found = notifications_for(SHIPPED, facts)
+    assert {(n.audience, n.recipient) for n in found} == expected
+    people = [n.recipient for n in found]
+    assert len(people) == len(set(people))  # one notification per person per event
+
+
+def test_why_an_assignee_is_not_told() -> None:
+    def reason(facts: Facts) -> str:
+        [v] = [v for v in decide(SHIPPED, facts) if v.audience == "assignee"]
+        assert v.notification is None
+        return v.reason
+
+    assert reason(assigned_to("case.escalated", None)) == "case has no assignee"
+    assert reason(assigned_to("case.escalated", "frank")) == (
+        "assignee frank has no known Slack user or email address"
+    )
+    assert reason(assigned_to("case.assigned", "frank", actor="frank", contact=FRANK)) == (
+        "assignee frank made this change"  # they took it themselves
+    )
+    [owner] = [v for v in decide(SHIPPED, assigned_to("case.escalated", "bob"))
+               if v.audience == "owner"]
+    assert owner.notification is None and owner.reason == "bob already hears this from escalated"
+
+
+def test_the_assignee_reached_by_email_when_they_have_no_slack_user() -> None:
+    mail_only = AgentContact(user="frank", email="frank@corp.example")
+    [n] = [n for n in notifications_for(SHIPPED, assigned_to("case.assigned", "frank",
+                                                             contact=mail_only))
+           if n.audience == "assignee"]
+    assert n.routes == (Route(Medium.EMAIL, "frank@corp.example"),) and not n.digest
+
+
+class Directory:
+    def __init__(self, found: AgentContact | None = None, down: bool = False) -> None:
+        self.found, self.down, self.asked = found, down, []
+
+    async def agent(self, handle: str) -> AgentContact | None:
+        self.asked.append(handle)
+        if self.down:
+            raise RecordUnavailable("users: ConnectionRefusedError")
+        return self.found
+
+
+async def test_the_handler_looks_the_assignee_up_only_when_a_rule_needs_them() -> None:
+    directory = Directory(FRANK)
+    facts = await with_assignee(SHIPPED, directory, assigned_to("case.escalated", "frank"))
+    assert facts.assignee_contact == FRANK and directory.asked == ["frank"]
+    for needless in (
+        assigned_to("case.note_added", "frank"),  # no rule for notes names the assignee
+        assigned_to("case.escalated", "bob"),  # a participant: the case carries his addresses
+        assigned_to("case.assigned", "frank", actor="frank"),  # took it themselves
+        assigned_to("case.escalated", None),
+    ):
+        assert await with_assignee(SHIPPED, directory, needless) is needless
+    assert directory.asked == ["frank"]
+    unknown = assigned_to("case.escalated", "frank")
+    assert (await with_assignee(SHIPPED, Directory(None), unknown)).assignee_contact is None
+    with pytest.raises(Defer):  # the database is away: wait, do not drop the assignee
+        await with_assignee(SHIPPED, Directory(down=True), unknown)

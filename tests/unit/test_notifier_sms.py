@@ -90,7 +90,8 @@ def rest_error(status: int, code: int | None) -> TwilioRestException:
         (429, 20429, True),
         (500, 30001, True),
         (503, None, True),
-        (401, 20003, True),  # our credentials: wait for the operator, do not fail customers
+        (401, 20003, False),  # our credentials: no retry mends them; the next channel, now
+        (403, 20403, False),  # our account may not send: the same
         (400, 21610, False),  # unsubscribed (the customer sent STOP)
         (400, 21211, False),  # invalid number
         (400, 21408, False),  # region not enabled
@@ -101,6 +102,12 @@ def test_twilio_errors_are_sorted(status: int, code: int | None, temporary: bool
     result = classify(rest_error(status, code))
     assert not result.ok and result.temporary is temporary
     assert str(code) in (result.reason or "") or code is None
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_account_names_the_settings_to_check(status: int) -> None:
+    reason = classify(rest_error(status, 20003)).reason or ""
+    assert "CASEGATE_TWILIO_ACCOUNT_SID" in reason
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,16 @@ def test_a_clean_message_has_the_headers_we_mean() -> None:
     assert mail["X-Casegate-Ref"] == "CS-7K3M9Q"
 
 
+def test_reply_to_names_the_intake_mailbox_and_defaults_to_the_sender() -> None:
+    inbox = "Support <inbox@casegate.localhost>"
+    routed = build_message(outbound(), SENDER, reply_to=inbox).as_bytes()
+    assert message_from_bytes(routed, policy=policy.default)["Reply-To"] == inbox
+    default = build_message(outbound(), SENDER).as_bytes()
+    assert message_from_bytes(default, policy=policy.default)["Reply-To"] == SENDER
+    with pytest.raises(UnsafeHeader):
+        build_message(outbound(), SENDER, reply_to=inbox + "\r\nBcc: x@evil.test")
+
+
 def test_a_non_ascii_name_and_subject_are_encoded_not_broken() -> None:
     mime = build_message(outbound(to_name="Zoë Ångström", subject="[CS-7K3M9Q] Grüße"), SENDER)
     raw = mime.as_bytes()

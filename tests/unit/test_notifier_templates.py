@@ -16,8 +16,15 @@ from casegate_notifier.domain.delivery import Medium
 from casegate_notifier.domain.facts import facts_of
 from casegate_notifier.domain.policy import Notification, notifications_for, templates_in_use
 from casegate_notifier.domain.policy_file import load_policy, parse_policy
-from casegate_notifier.domain.render import TEMPLATES, Renderer, TemplateProblem, slack_escape
+from casegate_notifier.domain.render import (
+    TEMPLATES,
+    Renderer,
+    TemplateProblem,
+    slack_escape,
+    tracking_url,
+)
 from casegate_notifier.domain.samples import sample_contact, sample_event, sample_snapshot
+from casegate_notifier.domain.sms import segments
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = load_policy(ROOT / "config/notify.yaml")
@@ -189,11 +196,11 @@ def test_cli_check_and_preview(
 ) -> None:
     monkeypatch.chdir(ROOT)
     assert cli("notify", "check", "config/notify.yaml") == 0
-    assert capsys.readouterr().out.startswith("ok: 14 rules")
+    assert capsys.readouterr().out.startswith("ok: 15 rules")
     assert cli("notify", "preview", "case.opened", "--channel", "sms", "--lang", "de") == 0
     [shown] = json.loads(capsys.readouterr().out)
-    assert shown["language"] == "de" and shown["sms"]["segments"] == 1
-    assert "CS-7K3M9Q" in shown["text"]
+    assert shown["language"] == "de" and shown["sms"]["segments"] == 1  # with the tracking link
+    assert "CS-7K3M9Q" in shown["text"] and "/track/CS-7K3M9Q?token=" in shown["text"]
     assert cli("notify", "preview", "case.status_changed", "--status", "pending_customer") == 0
     shown = json.loads(capsys.readouterr().out)
     assert [s["rule"] for s in shown] == ["customer_pending", "watchers_status"]
@@ -208,3 +215,62 @@ def test_cli_check_and_preview(
 def test_contact_language_reaches_the_notification() -> None:
     n = customer_notification("case.status_changed", customer=sample_contact(language="DE"))
     assert n.language == "de"
+
+
+PUBLIC = "https://support.example.com/"
+
+
+def opened_without_token() -> Notification:
+    ev = sample_event("case.opened")
+    ev = ev.model_copy(update={"data": ev.data.model_copy(update={"case": None})})
+    [n] = [n for n in notifications_for(POLICY, facts_of(ev)) if n.audience == "customer"]
+    return n
+
+
+@pytest.mark.parametrize(("language", "medium"), [
+    ("en", Medium.EMAIL), ("en", Medium.SMS), ("de", Medium.EMAIL), ("de", Medium.SMS),
+])
+def test_the_acknowledgement_carries_the_tracking_link_only_with_a_token(
+    language: str, medium: Medium
+) -> None:
+    renderer = Renderer(public_url=PUBLIC)
+    link = "https://support.example.com/track/CS-7K3M9Q?token=q7Kx2-fT9_bLm4ZpW8rYc3Nd"
+    with_token = customer_notification().model_copy(update={"language": language})
+    shown = renderer.render(with_token, medium)
+    assert link in shown.text
+    if medium is Medium.EMAIL:
+        assert link in shown.html
+    else:
+        assert segments(shown.text).count == 1  # the sample link still fits one SMS
+    without = opened_without_token().model_copy(update={"language": language})
+    bare = renderer.render(without, medium)
+    assert "/track/" not in bare.text and "/track/" not in bare.html
+    assert "CS-7K3M9Q" in bare.text
+    no_url = Renderer().render(with_token, medium)  # no public URL configured: no link either
+    assert "/track/" not in no_url.text and "/track/" not in no_url.html
+
+
+def test_the_tracking_link_encodes_the_token_and_is_escaped_per_channel() -> None:
+    n = with_values(customer_notification(), tracking_token='a+b/c=d&e "f"<g>')
+    r = Renderer(public_url=PUBLIC).render(n, Medium.EMAIL)
+    url = "https://support.example.com/track/CS-7K3M9Q?token=a%2Bb%2Fc%3Dd%26e%20%22f%22%3Cg%3E"
+    assert url in r.text
+    assert f'<a href="{url}">' in r.html  # nothing left for HTML to escape, no quote to break out
+    assert "&e" not in r.text and '"f"' not in r.html
+
+
+def test_only_the_customer_gets_a_tracking_link() -> None:
+    agent = with_values(customer_notification(), tracking_token="tok").model_copy(
+        update={"audience": "owner"}
+    )
+    assert tracking_url(PUBLIC, agent) == ""
+    assert tracking_url(PUBLIC, agent.model_copy(update={"audience": "customer"})) == (
+        "https://support.example.com/track/CS-7K3M9Q?token=tok"
+    )
+
+
+def test_a_translated_text_never_goes_with_another_languages_html() -> None:
+    german = customer_notification().model_copy(update={"language": "de"})
+    r = Renderer().render(german, Medium.EMAIL)
+    assert r.text.startswith("Guten Tag") and '<html lang="de">' in r.html
+    assert "Guten Tag" in r.html and "Thank you" not in r.html

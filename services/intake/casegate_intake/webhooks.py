@@ -36,7 +36,7 @@ from casegate_shared.bus import BusUnavailable
 from casegate_shared.events import AgentAction, Envelope, derived_event_id, envelope
 from casegate_shared.observability import correlated
 
-from .adapters import Forbidden, Invalid, slack, twilio_sms
+from .adapters import Forbidden, Invalid, slack, slack_reply, twilio_sms
 from .domain.sms import sms_keyword
 from .http import BUS, RETRY_AFTER_S, SETTINGS, Refused
 from .settings import Settings
@@ -316,7 +316,7 @@ async def slack_interactivity(request: web.Request) -> web.Response:
                     raise
                 problem = "Could not be sent just now; please try again in a moment."
                 return web.json_response(
-                    {"response_action": "errors", "errors": {slack.REPLY_BLOCK: problem}}
+                    {"response_action": "errors", "errors": {slack_reply.REPLY_BLOCK: problem}}
                 )
     except (Forbidden, Invalid) as exc:
         return refusal(route, as_refused(exc))
@@ -331,7 +331,8 @@ async def _open_reply_modal(deps: SlackDeps, reply: slack.OpenReply) -> None:
         return
     try:
         await deps.client.views_open(
-            trigger_id=reply.trigger_id, view=slack.reply_modal(reply.ref, reply.thread_key)
+            trigger_id=reply.trigger_id,
+            view=slack_reply.reply_modal(reply.ref, reply.thread_key, reply.destination),
         )
     except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
         # Nothing to retry: the trigger is gone after 3 s; the agent clicks again.

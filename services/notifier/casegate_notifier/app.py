@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from email.utils import parseaddr
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -21,8 +22,10 @@ from .adapters.acklimit import AckLimiter
 from .adapters.breaker import CircuitBreaker
 from .adapters.dedupe import DeliveryLedger
 from .adapters.digest import DigestStore
+from .adapters.redis_persistence import check_persistence
 from .adapters.sandbox import Sandbox
 from .adapters.schedule import HeldNotifications
+from .adapters.sent_replies import SentReplies
 from .cli import check_policy
 from .dispatch import Delivery
 from .domain.policy import Policy
@@ -34,6 +37,9 @@ from .pending import Pending
 from .providers import build_providers
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .adapters.case_records import CaseRecords
+
 Clock = Callable[[], datetime]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -43,6 +49,8 @@ POLICY = web.AppKey("policy", Policy)
 DELIVERY = web.AppKey("delivery", Delivery)
 PENDING = web.AppKey("pending", Pending)
 CLOCK = web.AppKey("clock", Clock)
+RECORDS: web.AppKey[CaseRecords] = web.AppKey("records")
+RECORD_TIMEOUT_S = 5.0
 
 
 def _utcnow() -> datetime:
@@ -52,11 +60,24 @@ def _utcnow() -> datetime:
 def load_checked(settings: Settings) -> tuple[Policy, Renderer]:
     """The policy and its templates, or an error that stops the start (never a bad send)."""
     policy = load_policy(settings.notify_policy_file)
-    renderer = Renderer(default_language=policy.default_language)
+    renderer = Renderer(default_language=policy.default_language, public_url=settings.public_url)
     problems = check_policy(policy, renderer)
     if problems:
         raise ValueError(f"{settings.notify_policy_file}: " + "\n".join(problems))
     return policy, renderer
+
+
+async def open_records(settings: Settings) -> CaseRecords | None:
+    """case-store's database, read-only, when configured (asyncpg is imported only then)."""
+    if not settings.database_url:
+        return None
+    try:
+        from .adapters.case_records import CaseRecords
+    except ImportError as exc:
+        raise RuntimeError(
+            "CASEGATE_DATABASE_URL is set but the PostgreSQL driver (asyncpg) is not installed"
+        ) from exc
+    return await CaseRecords.open(settings.database_url, RECORD_TIMEOUT_S)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -66,7 +87,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = redis
     app[POLICY] = policy
     app[SANDBOX] = Sandbox(redis, s.redis_prefix, s.sandbox_max)
+    await check_persistence(redis)
     async with contextlib.AsyncExitStack() as stack:
+        records = await open_records(s)
+        if records is not None:
+            app[RECORDS] = records
+            stack.push_async_callback(records.close)
         providers = await build_providers(s, redis, app[SANDBOX], policy, stack)
         app[DELIVERY] = Delivery(
             policy=policy,
@@ -80,6 +106,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             retry=RetryPolicy(s.retry_base_s, s.retry_cap_s, s.delivery_deadline_s),
             clock=app[CLOCK],
             sender_domain=parseaddr(s.smtp_from)[1].rpartition("@")[2],
+            record=records,
+            agents=records,
+            sent_replies=SentReplies(redis, s.redis_prefix, s.dedupe_ttl_s),
         )
         yield
     await redis.aclose()
@@ -128,7 +157,14 @@ async def init_app(settings: Settings, *, clock: Clock | None = None) -> web.App
     async def redis_ready() -> None:
         await app[REDIS].ping()
 
+    async def record_ready() -> None:
+        if RECORDS in app:
+            await app[RECORDS].ping()
+
     # No provider check: a provider that is down delays notifications (retries, breaker), it
-    # is not unreadiness.
-    add_ops_routes(app, {"bus": bus_ready, "redis": redis_ready})
+    # is not unreadiness. case-store's database is a store: without it nothing is sent.
+    checks = {"bus": bus_ready, "redis": redis_ready}
+    if settings.database_url:
+        checks["delivery_record"] = record_ready
+    add_ops_routes(app, checks)
     return app

@@ -14,7 +14,7 @@ from .domain.facts import KNOWN_EVENTS, facts_of
 from .domain.policy import Policy, notifications_for, templates_in_use
 from .domain.policy_file import PolicyError, load_policy
 from .domain.render import Renderer, TemplateProblem
-from .domain.samples import sample_event
+from .domain.samples import SAMPLE_PUBLIC_URL, sample_event
 from .domain.sms import segments
 
 DEFAULT_POLICY = Path("config/notify.yaml")
@@ -80,7 +80,8 @@ def _check(args: argparse.Namespace) -> int:
     policy = _load(args.file)
     if policy is None:
         return 1
-    problems = check_policy(policy, Renderer(default_language=policy.default_language))
+    renderer = Renderer(default_language=policy.default_language, public_url=args.public_url)
+    problems = check_policy(policy, renderer)
     for problem in problems:
         print(f"{args.file}: {problem}", file=sys.stderr)
     if problems:
@@ -99,7 +100,7 @@ def _preview(args: argparse.Namespace) -> int:
     if not found:
         print(f"the policy gives nobody a notification for {args.event}", file=sys.stderr)
         return 1
-    renderer = Renderer(default_language=policy.default_language)
+    renderer = Renderer(default_language=policy.default_language, public_url=args.public_url)
     shown: list[dict[str, Any]] = []
     for n in found:
         items = _digest_items(3) if n.digest else ()
@@ -131,6 +132,12 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     ).add_subparsers(dest="notify_command", required=True)
     check = notify.add_parser("check", help="validate a policy file and its templates")
     check.add_argument("file", type=Path)
+    public_url = {
+        "default": SAMPLE_PUBLIC_URL,
+        "help": "the base of the customer's tracking link, as CASEGATE_PUBLIC_URL "
+        f"(default {SAMPLE_PUBLIC_URL}): SMS texts are counted with it",
+    }
+    check.add_argument("--public-url", **public_url)
     check.set_defaults(func=_check)
     preview = notify.add_parser("preview", help="render an event's notifications with sample data")
     preview.add_argument("event", choices=KNOWN_EVENTS, metavar="EVENT", help="e.g. case.opened")
@@ -139,4 +146,5 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     preview.add_argument("--lang", default="en")
     preview.add_argument("--status", help="new status for case.status_changed (default resolved)")
     preview.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
+    preview.add_argument("--public-url", **public_url)
     preview.set_defaults(func=_preview)

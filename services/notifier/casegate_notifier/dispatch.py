@@ -3,11 +3,13 @@ waiting out temporary ones until a deadline, sparing a provider whose breaker is
 its outcome on the bus.
 
 The route loop is the whole fallback story. For each route in order: claim its delivery key
-(event, recipient, channel) in the ledger, send, settle the ledger. A permanent failure moves
-on to the next route; a redelivered event replays the same loop and finds every earlier
-route already settled, so it neither resends nor skips. A temporary failure gives the claim
-back and asks the caller to come back later (`Wait`): the bus path turns that into a Defer,
-the timer path into a later due time. Past the deadline it is reported as failed instead.
+(event, recipient, channel) in the ledger, check a fresh claim against case-store's delivery
+record (Redis may have forgotten a key the record still knows), send, settle the ledger. A
+permanent failure moves on to the next route; a redelivered event replays the same loop and
+finds every earlier route already settled, so it neither resends nor skips. A temporary
+failure gives the claim back and asks the caller to come back later (`Wait`): the bus path
+turns that into a Defer, the timer path into a later due time. Past the deadline it is
+reported as failed instead.
 """
 
 from __future__ import annotations
@@ -24,21 +26,27 @@ from casegate_shared.bus import Bus
 from casegate_shared.events import NotificationOutcome, derived_event_id, envelope
 
 from .adapters.breaker import CircuitBreaker, Gate
+from .adapters.sent_replies import SentReplies
 from .domain.delivery import (
     Claim,
+    DeliveryRecord,
     Failure,
     Ledger,
     Medium,
     Outbound,
     Provider,
+    Recorded,
+    RecordUnavailable,
     Route,
     SendResult,
     delivery_key,
     message_id_for,
 )
+from .domain.facts import AgentDirectory
 from .domain.policy import Notification, Policy
 from .domain.render import Renderer
 from .domain.retry import RetryPolicy, gave_up_reason, give_up, next_delay
+from .domain.reply_route import reply_destination
 from .domain.slack_blocks import case_blocks
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,11 @@ class Delivery:
     retry: RetryPolicy
     clock: Callable[[], datetime]
     sender_domain: str  # right-hand side of the Message-IDs we mint
+    # case-store's delivery record and agent addresses (CASEGATE_DATABASE_URL); None: the
+    # ledger in Redis alone, and assignees only where they are participants too.
+    record: DeliveryRecord | None = None
+    agents: AgentDirectory | None = None
+    sent_replies: SentReplies | None = None  # which thread a reply's later reports go to
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +131,7 @@ def outbound_for(d: Delivery, n: Notification, route: Route, key: str) -> Outbou
     if route.medium is Medium.SLACK and n.card is not None:
         # A team's new case: the card agents act on, with its buttons.
         text = f"{n.card.ref} [{n.card.priority.value}] {n.card.subject}"
-        blocks = case_blocks(n.card)
+        blocks = case_blocks(n.card, reply_to=reply_destination(n.card, d.policy))
     # Into the case's Slack thread only where that thread lives; a person gets a message of
     # their own.
     thread = n.thread if n.thread and n.thread.partition(":")[0] == route.address else None
@@ -134,8 +147,10 @@ async def deliver(d: Delivery, n: Notification, since: datetime) -> Settled | Wa
     """Walk the routes; `since` is when trying began (the deadline counts from it)."""
     failures: list[str] = []
     last: Settled | None = None
-    for route in n.routes:
-        key = delivery_key(n.event_id, route)
+    keys = [delivery_key(n.event_id, r) for r in n.routes]
+    recorded: dict[str, Recorded] | None = None  # read once, at the first fresh claim
+    for index, route in enumerate(n.routes):
+        key = keys[index]
         provider = d.providers.get(route.medium)
         name = provider.name if provider is not None else "none"
         fallback_from = last.route.medium if last is not None else None
@@ -145,6 +160,21 @@ async def deliver(d: Delivery, n: Notification, since: datetime) -> Settled | Wa
             failures.append(f"{route.medium.value}: {result.reason}")
             continue
         claim = await d.ledger.claim(key)
+        if claim is Claim.CLAIMED and d.record is not None:
+            if recorded is None:
+                try:
+                    recorded = await d.record.recorded(keys)
+                except RecordUnavailable as exc:
+                    await d.ledger.release(key)
+                    waited = max(0.0, (d.clock() - since).total_seconds())
+                    log.warning("delivery record unreadable, will retry",
+                                extra={"ref": n.case_ref, "reason": str(exc)})
+                    return Wait(next_delay(d.retry, waited), f"delivery record unreadable: {exc}")
+            claim = await _recall(d.ledger, key, recorded, keys[index + 1:])
+            if claim is not Claim.CLAIMED:
+                log.info("delivery known from the record, not sent again",
+                         extra={"ref": n.case_ref, "to": mask(route.address),
+                                "channel": route.medium.value, "state": claim.value})
         if claim is Claim.BUSY:
             # A peer is sending it, or crashed while sending: its lease ends, then we look
             # again. Waiting on a lease is no failure, so it spends nothing.
@@ -174,6 +204,25 @@ async def deliver(d: Delivery, n: Notification, since: datetime) -> Settled | Wa
         failures.append(f"{route.medium.value}: {step.reason}")
     assert last is not None  # a notification has at least one route
     return last
+
+
+async def _recall(
+    ledger: Ledger, key: str, recorded: dict[str, Recorded], later: list[str]
+) -> Claim:
+    """We hold a fresh claim, yet case-store may have recorded this delivery: then Redis forgot
+    it (a restart without persistence, an eviction, a redelivery after the TTL). The ledger is
+    set back to what the record says, and that is the answer; with no record the claim stands."""
+    found = recorded.get(key)
+    if found is None and any(k in recorded for k in later):
+        # The record names a later route: the loop moved past this one, so it failed for good.
+        found = Recorded(Claim.FAILED, Failure("failed for good on an earlier attempt"))
+    if found is None:
+        return Claim.CLAIMED
+    if found.claim is Claim.DONE:
+        await ledger.mark_done(key)
+    else:
+        await ledger.mark_failed(key, found.failure or Failure("failed on an earlier attempt"))
+    return found.claim
 
 
 async def _send_claimed(

@@ -14,27 +14,31 @@ publishes the same outcome again, under the same event id.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
-from casegate_shared.bus import Bus, Reject
+from casegate_shared.bus import Bus, Defer, Reject
 from casegate_shared.events import (
     CaseChange,
     CaseOpened,
     CaseRouted,
     CaseUpdated,
+    DeliveryUpdated,
     Envelope,
     NotificationOutcome,
 )
 
 from .dispatch import Delivery
-from .domain.facts import CUSTOMER_VISIBLE, NOTIFICATION_FAILED, facts_of
-from .domain.policy import decide
+from .domain.delivery import RecordUnavailable
+from .domain.facts import CUSTOMER_VISIBLE, NOTIFICATION_FAILED, AgentDirectory, Facts, facts_of
+from .domain.policy import Policy, decide, names_role
 from .domain.render import TemplateProblem
 from .pending import Pending
-from .threads import THREAD_KEYS, ThreadSync
+from .threads import DELIVERY_REPORTS, THREAD_KEYS, ThreadSync
 
 log = logging.getLogger(__name__)
+AGENT_LOOKUP_RETRY_S = 5.0
 
 CHANGE_KEYS = [f"case.{c.value}" for c in CaseChange]
 CUSTOMER_CHANGES = [k for k in CHANGE_KEYS if k in CUSTOMER_VISIBLE]
@@ -46,6 +50,7 @@ QUEUES: list[str] = [
     "notifier.internal",
     "notifier.failures",
     "notifier.threads",
+    "notifier.deliveries",
 ]
 
 
@@ -74,6 +79,11 @@ def register(bus: Bus, delivery: Delivery, pending: Pending) -> None:
     async def on_card_change(event: Envelope[CaseUpdated]) -> None:
         await threads.on_change(event)
 
+    # A provider's later report (delivered, undelivered) on a reply sent from a case's thread.
+    @bus.subscriber("notifier.deliveries", DELIVERY_REPORTS, DeliveryUpdated)
+    async def on_delivery_report(event: Envelope[DeliveryUpdated]) -> None:
+        await threads.on_delivery_report(event)
+
     @bus.subscriber("notifier.failures", [NOTIFICATION_FAILED], NotificationOutcome)
     async def on_notification_failed(event: Envelope[NotificationOutcome]) -> None:
         await notify(delivery, pending, event)
@@ -81,7 +91,7 @@ def register(bus: Bus, delivery: Delivery, pending: Pending) -> None:
 
 async def notify(delivery: Delivery, pending: Pending, event: Envelope[Any]) -> None:
     """Run the policy for this event and accept each notification it gives."""
-    facts = facts_of(event)
+    facts = await with_assignee(delivery.policy, delivery.agents, facts_of(event))
     verdicts = decide(delivery.policy, facts)
     for v in verdicts:
         if v.notification is None:
@@ -101,3 +111,23 @@ async def notify(delivery: Delivery, pending: Pending, event: Envelope[Any]) -> 
             await pending.accept(v.notification, event.correlationid, facts.occurred_at)
         except TemplateProblem as exc:
             raise Reject(str(exc)) from exc  # retrying a broken template cannot help; park it
+
+
+async def with_assignee(policy: Policy, agents: AgentDirectory | None, facts: Facts) -> Facts:
+    """The assignee's addresses, looked up when a rule for this event names the assignee and
+    the case does not carry them (it names the assignee, but only participants come with
+    addresses)."""
+    if (
+        agents is None
+        or facts.assignee is None
+        or facts.assignee_contact is not None
+        or facts.assignee == facts.actor
+        or not names_role(policy, facts.event_type, "assignee")
+    ):
+        return facts
+    try:
+        contact = await agents.agent(facts.assignee)
+    except RecordUnavailable as exc:
+        # Without it the assignee would silently miss this one: wait for the database.
+        raise Defer(f"agent addresses unreadable: {exc}", AGENT_LOOKUP_RETRY_S) from exc
+    return facts if contact is None else dataclasses.replace(facts, assignee_contact=contact)

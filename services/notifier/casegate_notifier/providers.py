@@ -52,7 +52,8 @@ async def build_providers(
     s = settings
     providers: dict[Medium, Provider] = {
         Medium.EMAIL: (
-            SmtpSender(s.smtp_url, s.smtp_from, s.smtp_timeout_s) if s.smtp_url else sandbox
+            SmtpSender(s.smtp_url, s.smtp_from, s.smtp_timeout_s, s.smtp_reply_to)
+            if s.smtp_url else sandbox
         ),
         Medium.SMS: sandbox,
         Medium.SLACK: sandbox,

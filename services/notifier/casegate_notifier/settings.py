@@ -22,11 +22,21 @@ class Settings(ServiceSettings):
         "unset: email goes to the sandbox",
     )
     smtp_from: str = "Support <support@casegate.localhost>"
+    smtp_reply_to: str | None = Field(
+        None,
+        description="Reply-To of every email we send: the address of a mailbox intake reads "
+        "(CASEGATE_IMAP_MAILBOXES), so replies thread back into the case; unset: smtp_from",
+    )
     sandbox_max: int = Field(10_000, ge=1, description="Messages the sandbox keeps (newest)")
     send_lease_s: int = Field(
         60, ge=3, description="How long a send may hold its dedupe claim before others may retry"
     )
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long a delivery is remembered")
+    database_url: str | None = Field(
+        None,
+        description="case-store's PostgreSQL, read only: the delivery record a claim Redis has "
+        "no trace of is checked against, and the addresses of assignees; unset: Redis alone",
+    )
     # --- notification policy and delivery -------------------------------------------------
     notify_policy_file: Path = Field(
         Path("config/notify.yaml"),
@@ -61,8 +71,9 @@ class Settings(ServiceSettings):
     # --- Twilio SMS and Slack providers (each used only when its credentials are set) -----
     public_url: str | None = Field(
         None,
-        description="Base URL where Twilio reaches intake: status callbacks go to "
-        "<public_url>/v1/twilio/status; unset: no status callbacks",
+        description="intake's public base URL: the customer's tracking link "
+        "(<public_url>/track/<ref>?token=…) and Twilio status callbacks "
+        "(<public_url>/v1/twilio/status); unset: neither",
     )
     twilio_account_sid: str | None = Field(None, description="Account SID (AC…)")
     twilio_auth_token: SecretStr | None = Field(None, description="Auth token of that account")
@@ -80,15 +91,17 @@ class Settings(ServiceSettings):
         10.0, gt=0, description="One Twilio or Slack API call, connect to answer"
     )
 
-    @field_validator("smtp_from")
+    @field_validator("smtp_from", "smtp_reply_to")
     @classmethod
-    def _one_mailbox(cls, value: str) -> str:
-        # Checked at start so a bad From never reaches a header (3.11.7 would fold CR/LF in).
+    def _one_mailbox(cls, value: str | None) -> str | None:
+        # Checked at start so a bad address never reaches a header (3.11.7 would fold CR/LF in).
+        if value is None:
+            return None
         if any(c in value for c in UNSAFE_HEADER_CHARS):
-            raise ValueError("smtp_from must be one line")
+            raise ValueError("the address must be one line")
         _, addr = parseaddr(value)
         if "@" not in addr:
-            raise ValueError(f"smtp_from is not a mailbox: {value!r}")
+            raise ValueError(f"not a mailbox: {value!r}")
         return value
 
     @property

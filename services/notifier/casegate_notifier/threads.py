@@ -1,11 +1,13 @@
 """The case's Slack card stays live, and its thread reads as the whole conversation.
 
 When a case that has a card (case-store keeps its `channel:ts` as the case's Slack thread)
-changes, the card is redrawn in place: assignee, status, priority, due times and buttons.
-A customer's new message is posted into the thread, and so is what became of an agent's reply
-to the customer (sent, or failed and why, and on which channel). Each step is claimed in the delivery ledger under a key
-derived from the event, so a redelivered event does not post twice (Slack has no idempotency
-key of its own).
+changes, the card is redrawn in place: assignee, status, priority, due times, buttons, and
+where a reply would go now (carried by the Reply button for its modal). A customer's new
+message is posted into the thread, and so is what became of an agent's reply to the customer:
+sent, or failed and why, and on which channel; later the provider's own report (delivered,
+undelivered), and a bounce of any email the case sent. Each step is claimed in the delivery
+ledger under a key derived from the event or report, so a redelivery does not post twice
+(Slack has no idempotency key of its own).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import logging
 from dataclasses import dataclass
 
 from casegate_shared.bus import Retry
-from casegate_shared.events import CaseChange, CaseUpdated, Envelope
+from casegate_shared.events import CaseChange, CaseUpdated, DeliveryUpdated, Envelope
 
 from .adapters.dedupe import Claim
+from .adapters.sent_replies import SentReply
 from .adapters.slack import SlackPoster
 from .dispatch import Delivery, Settled, mask
 from .domain.delivery import Medium, SendResult
 from .domain.policy import Notification
+from .domain.reply_route import reply_destination
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +32,17 @@ log = logging.getLogger(__name__)
 CARD_CHANGES = [
     CaseChange.ASSIGNED, CaseChange.STATUS_CHANGED, CaseChange.PRIORITY_CHANGED,
     CaseChange.SLA_BREACHED, CaseChange.ESCALATED, CaseChange.MESSAGE_ADDED,
-    CaseChange.REOPENED, CaseChange.MERGED,
+    CaseChange.REOPENED, CaseChange.MERGED, CaseChange.BOUNCED,
 ]
 THREAD_KEYS = [f"case.{c.value}" for c in CARD_CHANGES]
+DELIVERY_REPORTS = ["notification.delivery_updated"]
 CUSTOMER_WROTE = {CaseChange.MESSAGE_ADDED, CaseChange.REOPENED}
 EXCERPT = 1500  # the whole message is on the case; the thread shows enough to act on
+# A provider's last word on a message; queued and sent only repeat what the echo said.
+FINAL_REPORTS = {
+    "delivered": "delivered", "undelivered": "not delivered", "failed": "not delivered",
+}
+MEDIUM_WORDS = {Medium.SMS: "SMS", Medium.EMAIL: "email", Medium.SLACK: "Slack"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +61,36 @@ class ThreadSync:
         if change.change in CUSTOMER_WROTE and change.body:
             await self._once(f"thread:{event.id}:message", case.ref, self.slack.reply_in_thread(
                 case.slack_thread, case.ref, change.body[:EXCERPT], author="Customer"))
+        if change.change is CaseChange.BOUNCED:
+            to = f" to {mask(change.reply_to)}" if change.reply_to else ""
+            await self._once(f"thread:{event.id}:bounce", case.ref, self.slack.reply_in_thread(
+                case.slack_thread, case.ref, f"Email{to} bounced", author="casegate"))
+        # The redrawn card also says where a reply would go now (a bounce can change that).
+        reply_to = reply_destination(case, self.delivery.policy)
         await self._once(f"thread:{event.id}:card", case.ref,
-                         self.slack.update_case(case, case.slack_thread))
+                         self.slack.update_case(case, case.slack_thread, reply_to=reply_to))
+
+    async def on_delivery_report(self, event: Envelope[DeliveryUpdated]) -> None:
+        """A provider's report on a message, said in the case's thread when the message was an
+        agent's reply sent from there (remembered by `echo_outcome`); anything else is the
+        timeline's alone."""
+        report, replies = event.data, self.delivery.sent_replies
+        verdict = FINAL_REPORTS.get(report.status)
+        if self.slack is None or replies is None or verdict is None:
+            return
+        if not report.notification_key:
+            return
+        sent = await replies.find(report.notification_key)
+        if sent is None or sent.ref != report.ref:
+            return  # not a reply, its case has no thread, or forgotten
+        text = f"Reply {verdict} by {MEDIUM_WORDS.get(sent.medium, sent.medium.value)} to {sent.to}"
+        if verdict != "delivered":
+            code = f" (error {report.error_code})" if report.error_code else ""
+            text += f": {report.provider} reports it {report.status}{code}"
+        # One post per report state, however often the provider or the bus repeats it.
+        key = f"thread:{report.notification_key}:report:{report.status}"
+        await self._once(key, sent.ref, self.slack.reply_in_thread(
+            sent.thread, sent.ref, text, author="casegate"))
 
     async def _once(self, key: str, ref: str, call: object) -> None:
         ledger = self.delivery.ledger
@@ -79,11 +117,16 @@ async def echo_outcome(d: Delivery, n: Notification, s: Settled) -> None:
     """What became of an agent's reply to the customer, said in the case's thread, where
     the agent wrote it. Never raises: the reply itself is settled either way."""
     slack = d.providers.get(Medium.SLACK)
-    if (not isinstance(slack, SlackPoster) or s.repeated or not n.case_thread
+    if (not isinstance(slack, SlackPoster) or not n.case_thread
             or n.audience != "customer" or n.event_type != "case.reply_added"):
         return
-    channel = s.route.medium.value.upper() if s.route.medium is Medium.SMS else s.route.medium.value
-    text = f"Reply {'sent' if s.result.ok else 'not delivered'} by {channel} to {mask(s.route.address)}"
+    if s.result.ok and s.route.medium is Medium.SMS:
+        await _remember(d, n.case_ref, n.case_thread, s)  # before the report can come back
+    if s.repeated:
+        return
+    channel = MEDIUM_WORDS.get(s.route.medium, s.route.medium.value)
+    outcome = "sent" if s.result.ok else "not delivered"
+    text = f"Reply {outcome} by {channel} to {mask(s.route.address)}"
     if s.fallback_from is not None or n.passed_over is not None:
         text += f" (instead of {(s.fallback_from.value if s.fallback_from else n.passed_over)})"
     if not s.result.ok and s.result.reason:
@@ -102,3 +145,16 @@ async def echo_outcome(d: Delivery, n: Notification, s: Settled) -> None:
     except Exception as exc:  # noqa: BLE001 - an echo must never undo a settled delivery
         log.warning("reply outcome not echoed to Slack", extra={"ref": n.case_ref,
                                                                 "error": repr(exc)[:200]})
+
+
+async def _remember(d: Delivery, ref: str, thread: str, s: Settled) -> None:
+    """Where the provider's later report on this reply belongs (see `on_delivery_report`).
+    Also on a repeat: the first attempt may have ended before it got here."""
+    if d.sent_replies is None:
+        return
+    try:
+        await d.sent_replies.remember(s.key, SentReply(ref, thread, s.route.medium,
+                                                       mask(s.route.address)))
+    except Exception as exc:  # noqa: BLE001 - a lost echo must never undo a settled delivery
+        log.warning("reply not remembered for its delivery report",
+                    extra={"ref": ref, "error": repr(exc)[:200]})

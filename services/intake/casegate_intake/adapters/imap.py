@@ -62,6 +62,11 @@ LEADER = Gauge(
 SESSION_FAILURES = Counter(
     "casegate_intake_imap_session_failures_total", "IMAP sessions ended by an error", ["mailbox"]
 )
+UIDVALIDITY_CHANGES = Counter(
+    "casegate_intake_imap_uidvalidity_changes_total",
+    "Times a mailbox's UIDVALIDITY changed (folder recreated): all of it was looked at again",
+    ["mailbox"],
+)
 
 
 class MailboxWatcher:
@@ -158,17 +163,11 @@ class _MailboxRunner:
         client = await self._call(ops.connect, self.mailbox, settings.imap_timeout_s)
         self._client = client
         try:
-            uidvalidity, idle = await self._call(
-                ops.open_folder, client, self.mailbox, self.w.marking
-            )
-            if self._uidvalidity not in (None, uidvalidity):
-                # UIDs now name other messages: everything is looked at again; dedupe absorbs it.
-                log.warning("UIDVALIDITY changed, re-scanning", extra=self._log())
-            self._uidvalidity = uidvalidity
+            idle = await self._call(ops.open_folder, client, self.mailbox, self.w.marking)
             self._delay = 0.5
             while self.lease.held:
                 try:
-                    await self._scan(client, uidvalidity)
+                    await self._scan(client)
                 except (BusUnavailable, PublishError) as exc:
                     log.warning("broker did not confirm, mail stays unprocessed",
                                 extra=self._log(error=repr(exc)[:300]))
@@ -181,9 +180,16 @@ class _MailboxRunner:
             if not self._stopping:  # stopping shut the socket already; nothing to say
                 await self._call(ops.logout, client)
 
-    async def _scan(self, client: IMAPClient, uidvalidity: int) -> None:
+    async def _scan(self, client: IMAPClient) -> None:
         """Take in everything not yet processed, oldest first, one batch at a time."""
-        pending = await self._call(ops.pending, client, self.w.marking)
+        uidvalidity, pending = await self._call(ops.pending, client, self.mailbox, self.w.marking)
+        if self._uidvalidity not in (None, uidvalidity):
+            # The folder was recreated: its UIDs name other messages. Every message without
+            # our mark is taken in again; the Message-ID dedupe key makes a repeat a no-op.
+            UIDVALIDITY_CHANGES.labels(self.mailbox.name).inc()
+            log.warning("UIDVALIDITY changed, re-scanning",
+                        extra=self._log(was=self._uidvalidity, now=uidvalidity))
+        self._uidvalidity = uidvalidity
         self._track(pending)
         fetch = partial(self._call, ops.fetch, client, meta=pending,
                         max_bytes=self.w.limits.message_bytes)

@@ -51,22 +51,27 @@ def connect(mailbox: Mailbox, timeout: float) -> IMAPClient:
     return client
 
 
-def open_folder(client: IMAPClient, mailbox: Mailbox, marking: Marking) -> tuple[int, bool]:
-    """Select the watched folder, create the target folders: (UIDVALIDITY, IDLE offered)."""
-    info = client.select_folder(mailbox.folder)
+def open_folder(client: IMAPClient, mailbox: Mailbox, marking: Marking) -> bool:
+    """Select the watched folder (a missing one fails the session), create the target
+    folders; whether IDLE is offered."""
+    client.select_folder(mailbox.folder)
     for folder in marking.folders():
         if not client.folder_exists(folder):
             client.create_folder(folder)
-    return int(info[b"UIDVALIDITY"]), bool(client.has_capability("IDLE"))
+    return bool(client.has_capability("IDLE"))
 
 
-def pending(client: IMAPClient, marking: Marking) -> Meta:
-    """Every message not yet processed (size and arrival time), oldest UID first."""
+def pending(client: IMAPClient, mailbox: Mailbox, marking: Marking) -> tuple[int, Meta]:
+    """The folder's UIDVALIDITY now, and every message not yet processed (size and arrival
+    time), oldest UID first. The folder is selected afresh each time: one deleted and created
+    again (restored from a backup) goes on looking empty through the old selection, and its
+    new UIDVALIDITY only shows in a new SELECT."""
+    uidvalidity = int(client.select_folder(mailbox.folder)[b"UIDVALIDITY"])
     uids = sorted(client.search(marking.pending_criteria()))
     meta: Meta = {}
     for start in range(0, len(uids), META_CHUNK):
         meta.update(client.fetch(uids[start : start + META_CHUNK], [SIZE, DATE]))
-    return {uid: meta[uid] for uid in uids if uid in meta and SIZE in meta[uid]}
+    return uidvalidity, {uid: meta[uid] for uid in uids if uid in meta and SIZE in meta[uid]}
 
 
 def fetch(client: IMAPClient, uids: list[int], *, meta: Meta, max_bytes: int) -> list[Fetched]:
@@ -110,6 +115,8 @@ def idle_wait(client: IMAPClient, timeout: float) -> bool:
         raise imaplib.IMAP4.abort("the server ended the session")
     if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
         return True
+    if any(r[:1] == (b"NO",) for r in responses):
+        return True  # e.g. Dovecot's answer when the folder was deleted under us: look again
     return not responses and time.monotonic() - started < timeout * 0.9
 
 

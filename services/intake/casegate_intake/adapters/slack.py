@@ -5,6 +5,8 @@ minutes is refused (replay). What agents do becomes an action on a case: a butto
 case's post (claim, resolve, escalate, reply: the value is the case ref), a message in the
 case's thread (an internal note, or a reply to the customer when it starts with the reply
 prefix), or the reply modal's submission. Our own bot's messages are never actions.
+
+The reply modal, and where it says the reply goes, are in `slack_reply`.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from casegate_shared.events import CASE_REF_PATTERN, AgentAction, AgentActionKin
 
 from ..domain.text import body_problem, normalize_newlines
 from . import Forbidden, Invalid
+from .slack_reply import REPLY_BLOCK, REPLY_CALLBACK, REPLY_INPUT, ReplyDestination, reply_value
 
-REPLY_CALLBACK = "casegate_reply"
-REPLY_BLOCK, REPLY_INPUT = "reply", "text"
 BUTTONS = {
     "claim": AgentActionKind.CLAIM,
     "resolve": AgentActionKind.RESOLVE,
@@ -58,6 +59,7 @@ class OpenReply:
     ref: str
     thread_key: str | None
     actor: str
+    destination: ReplyDestination | None = None  # None: a card drawn without one
 
 
 Outcome = Challenge | Ignored | OpenReply | AgentAction
@@ -154,14 +156,19 @@ def _block_action(payload: dict[str, Any], actor: str) -> Outcome:
     action_id = action.get("action_id")
     if action_id not in BUTTONS and action_id != REPLY_BUTTON:
         return Ignored(f"action {action_id!r}")
-    ref = _text(action.get("value"), "actions.value").upper()
+    value = _text(action.get("value"), "actions.value")
+    destination = None
+    if action_id == REPLY_BUTTON:
+        value, destination = reply_value(value)
+    ref = value.upper()
     if not _REF.fullmatch(ref):
         raise Invalid({"actions.value": "is not a case reference"})
     container = payload.get("container") if isinstance(payload.get("container"), dict) else {}
     channel, message_ts = container.get("channel_id"), container.get("message_ts")
     thread_key = f"{channel}:{message_ts}" if channel and message_ts else None
     if action_id == REPLY_BUTTON:
-        return OpenReply(_text(payload.get("trigger_id"), "trigger_id"), ref, thread_key, actor)
+        trigger = _text(payload.get("trigger_id"), "trigger_id")
+        return OpenReply(trigger, ref, thread_key, actor, destination)
     action_ts = _text(action.get("action_ts"), "actions.action_ts")
     return AgentAction(
         action=BUTTONS[action_id],
@@ -171,41 +178,6 @@ def _block_action(payload: dict[str, Any], actor: str) -> Outcome:
         dedupe_key=f"slack:action:{action_id}:{actor}:{action_ts}",
         at=_at(action_ts),
     )
-
-
-def reply_modal(ref: str, thread_key: str | None) -> dict[str, Any]:
-    """The Reply modal: where the reply goes, and one text box. Intake does not know the
-    customer, so it says where in general terms; case-store picks the channel."""
-    return {
-        "type": "modal",
-        "callback_id": REPLY_CALLBACK,
-        "private_metadata": json.dumps({"ref": ref, "thread_key": thread_key}),
-        "title": {"type": "plain_text", "text": "Reply to customer"},
-        "submit": {"type": "plain_text", "text": "Send reply"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [
-            {
-                "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": f"Case *{ref}*: this reply goes to the customer on their preferred "
-                    "channel (the one they wrote from unless they chose another), at their "
-                    "address on file. It is also added to the case's timeline.",
-                },
-            },
-            {
-                "type": "input",
-                "block_id": REPLY_BLOCK,
-                "label": {"type": "plain_text", "text": "Reply"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": REPLY_INPUT,
-                    "multiline": True,
-                    "max_length": 3000,
-                },
-            },
-        ],
-    }
 
 
 def _view_submission(payload: dict[str, Any], actor: str) -> Outcome:

@@ -32,6 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from casegate_shared.events import CaseSnapshot
 
 from ..domain.delivery import Outbound, SendResult
+from ..domain.reply_route import ReplyDestination
 from ..domain.slack_blocks import case_blocks, escape, summary_text, thread_reply
 from .ratelimit import Rate, RateLimiter, TooLong
 
@@ -132,7 +133,11 @@ class SlackPoster:
         )
 
     async def post_case(
-        self, case: CaseSnapshot, channel: str, first_message: str | None = None
+        self,
+        case: CaseSnapshot,
+        channel: str,
+        first_message: str | None = None,
+        reply_to: ReplyDestination | None = None,
     ) -> SendResult:
         """Post the case to `channel`; the result's id is 'channel:ts', its thread from now on."""
         return await self._call(
@@ -140,19 +145,24 @@ class SlackPoster:
             channel,
             case.ref,
             text=summary_text(case),
-            blocks=case_blocks(case, first_message),
+            blocks=case_blocks(case, first_message, reply_to),
             unfurl_links=False,
             unfurl_media=False,
         )
 
     async def update_case(
-        self, case: CaseSnapshot, slack_thread: str, first_message: str | None = None
+        self,
+        case: CaseSnapshot,
+        slack_thread: str,
+        first_message: str | None = None,
+        reply_to: ReplyDestination | None = None,
     ) -> SendResult:
-        """Redraw the case's post in place (status, assignee, due times, buttons)."""
+        """Redraw the case's post in place (status, assignee, due times, buttons, and where a
+        reply would go now)."""
         channel, ts = split_thread(slack_thread)
         return await self._call(
             "chat_update", channel, case.ref, ts=ts, text=summary_text(case),
-            blocks=case_blocks(case, first_message),
+            blocks=case_blocks(case, first_message, reply_to),
         )
 
     async def reply_in_thread(

@@ -66,11 +66,16 @@ def _address(field: str, name: str | None, addr: str) -> Address:
         raise UnsafeHeader(f"{field} is not a valid address: {exc}") from exc
 
 
-def build_message(message: Outbound, sender: str, *, now: datetime | None = None) -> EmailMessage:
-    """The MIME message (text and HTML alternatives); raises UnsafeHeader, builds nothing risky."""
+def build_message(
+    message: Outbound, sender: str, *, reply_to: str | None = None, now: datetime | None = None
+) -> EmailMessage:
+    """The MIME message (text and HTML alternatives); raises UnsafeHeader, builds nothing risky.
+    `reply_to`: the mailbox intake reads (default: `sender`), so answers come back in."""
     from_name, from_addr = parseaddr(_safe("from", sender))
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = _address("from", from_name, from_addr)
+    # A customer's "reply" goes where Reply-To says, even when From is a no-reply address.
+    msg["Reply-To"] = _address("reply_to", *parseaddr(_safe("reply_to", reply_to or sender)))
     msg["To"] = _address("to", message.to_name, message.to)
     msg["Subject"] = _safe("subject", message.subject)
     msg["Message-ID"] = _safe("message_id", message.message_id)
@@ -107,14 +112,17 @@ def classify(exc: Exception) -> SendResult:
 class SmtpSender:
     name = "smtp"
 
-    def __init__(self, url: str, sender: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, sender: str, timeout_s: float, reply_to: str | None = None
+    ) -> None:
         self._target = parse_smtp_url(url)
         self._sender = sender
+        self._reply_to = reply_to
         self._timeout_s = timeout_s
 
     async def send(self, message: Outbound) -> SendResult:
         try:
-            mime = build_message(message, self._sender)
+            mime = build_message(message, self._sender, reply_to=self._reply_to)
         except UnsafeHeader as exc:
             return SendResult.failed(f"unsafe header: {exc}", temporary=False)
         t = self._target

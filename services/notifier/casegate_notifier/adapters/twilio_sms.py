@@ -2,11 +2,14 @@
 
 Failures are sorted for the handler: 429 and 5xx are temporary (a 429 also pauses the sending
 number for every replica, and one that asks for a short wait is retried here after it);
-refusals about the recipient (21610 unsubscribed, 21211 invalid number, …) are permanent. A
-timeout or dropped connection after the request went out is "maybe sent": the attempt is
-marked in Redis and the next attempt first looks for the message at Twilio (same recipient,
-sender and text, created since) instead of sending it blindly a second time. (Longer than
-the other adapters for that reconciliation, and for a small shim over Twilio's HTTP client.)
+refusals about the recipient (21610 unsubscribed, 21211 invalid number, …) are permanent, and
+so are 401 and 403: our credentials or account are refused, which no retry mends until an
+operator does, so the notification moves on to the customer's next channel at once and an
+error log names the settings to check. A timeout or dropped connection after the request
+went out is "maybe sent": the attempt is marked in Redis and the next attempt first looks for
+the message at Twilio (same recipient, sender and text, created since) instead of sending it
+blindly a second time. (Longer than the other adapters for that reconciliation, and for a
+small shim over Twilio's HTTP client.)
 """
 
 from __future__ import annotations
@@ -39,8 +42,14 @@ log = logging.getLogger(__name__)
 _wire_log = logging.getLogger(__name__ + ".wire")
 _wire_log.setLevel(logging.WARNING)  # twilio logs every request (numbers included) at info
 
-# Our credentials or account: temporary, so messages wait for the operator instead of failing.
-ACCOUNT_STATUSES = frozenset({401, 403})
+# Our credentials (401) or account (403) refused: permanent for the request, and the operator's
+# to mend; the settings to check are named in the reason and in an error log. Not a breaker
+# failure: an open breaker makes sends wait, which is the endless retry this avoids.
+ACCOUNT_STATUSES: dict[int, str] = {
+    401: "credentials refused: check CASEGATE_TWILIO_ACCOUNT_SID and CASEGATE_TWILIO_AUTH_TOKEN",
+    403: "account may not send this: check the Twilio account of CASEGATE_TWILIO_ACCOUNT_SID "
+    "(suspended, or not permitted) and CASEGATE_TWILIO_FROM",
+}
 IN_ADAPTER_RETRIES = 1  # after a short Retry-After: the provider did not take the message
 MAYBE_SENT_TTL_S = 7 * 24 * 3600
 _response_headers: ContextVar[Mapping[str, str] | None] = ContextVar("twilio_headers", default=None)
@@ -104,8 +113,10 @@ def classify(exc: TwilioRestException | TwilioServiceException) -> SendResult:
     status, code = exc.status, exc.code
     detail = exc.msg if isinstance(exc, TwilioRestException) else (exc.detail or exc.title)
     reason = f"twilio {status} code {code}: {detail}"
-    if status == 429 or status >= 500 or status in ACCOUNT_STATUSES:
+    if status == 429 or status >= 500:
         return SendResult.failed(reason, temporary=True)
+    if status in ACCOUNT_STATUSES:
+        return SendResult.failed(f"{reason} ({ACCOUNT_STATUSES[status]})", temporary=False)
     return SendResult.failed(reason, temporary=False)  # the request itself is refused
 
 
@@ -184,6 +195,11 @@ class TwilioSms:
             )
         except (TwilioRestException, TwilioServiceException) as exc:
             result = classify(exc)
+            if exc.status in ACCOUNT_STATUSES:
+                # Every SMS fails like this until someone acts; the reason names the settings.
+                log.error("twilio refused our account", extra={
+                    "ref": message.case_ref, "status": exc.status, "code": exc.code,
+                    "reason": ACCOUNT_STATUSES[exc.status]})
             if exc.status != 429:
                 return result, None
             wait = retry_after_s(_response_headers.get()) or 1.0

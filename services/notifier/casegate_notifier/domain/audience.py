@@ -2,8 +2,9 @@
 
 A customer is reached on their preferred channel (by default the one they wrote from), then
 on the others in their fallback order, skipping channels they opted out of, identities they
-do not have and addresses that bounce. Agents are reached in Slack first (where they work),
-then by email. Each function returns the recipients, or the reason there are none.
+do not have and addresses that bounce. Agents (participants and the assignee) are reached in
+Slack first (where they work), then by email. Each function returns the recipients, or the
+reason there are none.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from casegate_shared.events import Channel, Contact, Participant
 
 from .delivery import Medium, Route
-from .facts import REPLY, Facts
+from .facts import REPLY, AgentContact, Facts
 from .quiet import QuietHours, QuietHoursProblem, parse_quiet_hours
 
 NAME_MAX = 80
@@ -147,7 +148,7 @@ def customer(facts: Facts, default_order: list[Channel]) -> Recipient | str:
                      over, why)
 
 
-def agent(role: str, person: Participant) -> Recipient | str:
+def agent(role: str, person: Participant | AgentContact) -> Recipient | str:
     routes = []
     if (user := slack_id(person.slack_user)) is not None:
         routes.append(Route(Medium.SLACK, user))
@@ -168,6 +169,18 @@ def participants(facts: Facts, role: str) -> list[Recipient | str]:
         f"{role} {p.user} made this change" if p.user == facts.actor else agent(role, p)
         for p in people
     ]
+
+
+def assignee(facts: Facts) -> Recipient | str:
+    """The agent the case is assigned to; never the person who made the change."""
+    handle = facts.assignee
+    if handle is None:
+        return "case has no assignee"
+    if handle == facts.actor:
+        return f"assignee {handle} made this change"
+    if facts.assignee_contact is None:
+        return f"assignee {handle} has no known Slack user or email address"
+    return agent("assignee", facts.assignee_contact)
 
 
 def fixed(

@@ -10,6 +10,7 @@ customer's fallback order is tried instead), so retry policy stays in one place.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -111,8 +112,8 @@ class Failure:
 class Ledger(Protocol):
     """At most one send per key, across replicas: claim before sending, settle after.
 
-    The Redis ledger is the fast implementation; a check backed by case-store's database can
-    stand behind the same five calls."""
+    Redis holds it (fast, shared, but it can forget); a fresh claim is checked against the
+    `DeliveryRecord` before anything is sent (see dispatch)."""
 
     @property
     def lease_s(self) -> int: ...
@@ -126,6 +127,42 @@ class Ledger(Protocol):
     async def failure(self, key: str) -> Failure: ...
 
     async def release(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What case-store's delivery record says became of one delivery key."""
+
+    claim: Claim  # DONE or FAILED
+    failure: Failure | None = None
+
+
+def recorded_state(status: str, provider_message_id: str | None, reason: str | None) -> Recorded:
+    """One row of case-store's `deliveries` table, read as a ledger state.
+
+    A provider message id means the provider took the message: whatever it reported later
+    (delivered, undelivered, bounced, failed), it was sent and is never sent again. A failure
+    without one never left us. The record holds the route a notification ended on, so such a
+    failure ended it there (a permanent failure with a route after it would have moved on, and
+    that route would hold the record): not a reason to fall back now either.
+    """
+    if status == "failed" and not provider_message_id:
+        why = reason or "failed on an earlier attempt"
+        return Recorded(Claim.FAILED, Failure(why, permanent=False))
+    return Recorded(Claim.DONE)
+
+
+class RecordUnavailable(Exception):
+    """The delivery record could not be read (its database is away): ask again later."""
+
+
+class DeliveryRecord(Protocol):
+    """The durable record behind the ledger (case-store's `deliveries` table, filled from the
+    outcome events). Read when the ledger finds no trace of a key, which a Redis restart
+    without persistence, an eviction or a redelivery after the TTL can cause; raises
+    RecordUnavailable."""
+
+    async def recorded(self, keys: Sequence[str]) -> dict[str, Recorded]: ...
 
 
 @dataclass(frozen=True, slots=True)

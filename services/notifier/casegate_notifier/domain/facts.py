@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from casegate_shared.events import (
     CaseChange,
@@ -49,6 +49,22 @@ TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
 
 
 @dataclass(frozen=True, slots=True)
+class AgentContact:
+    """How to reach an agent who is not (or not only) a participant: the case's assignee."""
+
+    user: str
+    email: str | None = None
+    slack_user: str | None = None
+
+
+class AgentDirectory(Protocol):
+    """Where an agent's addresses are found by handle (None: no such active agent). Raises
+    `delivery.RecordUnavailable` when it cannot be asked."""
+
+    async def agent(self, handle: str) -> AgentContact | None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     event_id: str
     event_type: str
@@ -62,6 +78,9 @@ class Facts:
     reason_code: str | None = None
     team: str | None = None
     assignee: str | None = None
+    # The assignee's addresses: from a participant with the same handle, else looked up by the
+    # handler (the snapshot names the assignee but carries no addresses for them).
+    assignee_contact: AgentContact | None = None
     customer: Contact | None = None
     participants: tuple[Participant, ...] = ()
     case: CaseSnapshot | None = None
@@ -71,6 +90,7 @@ class Facts:
     actor: str | None = None
     details: dict[str, str] = field(default_factory=dict)  # due time, escalation target, ...
     failed: NotificationOutcome | None = None
+    tracking_token: str | None = None  # the customer's, on events they may see
 
     @property
     def tier(self) -> str | None:
@@ -85,6 +105,13 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _assignee_contact(case: CaseSnapshot) -> AgentContact | None:
+    for p in case.participants:
+        if case.assignee is not None and p.user == case.assignee:
+            return AgentContact(user=p.user, email=p.email, slack_user=p.slack_user)
+    return None
+
+
 def _from_snapshot(case: CaseSnapshot) -> dict[str, Any]:
     return {
         "subject": case.subject,
@@ -94,9 +121,11 @@ def _from_snapshot(case: CaseSnapshot) -> dict[str, Any]:
         "reason_code": case.reason_code,
         "team": case.team,
         "assignee": case.assignee,
+        "assignee_contact": _assignee_contact(case),
         "customer": case.customer,
         "participants": tuple(case.participants),
         "case": case,
+        "tracking_token": case.tracking_token,
     }
 
 
@@ -127,6 +156,7 @@ def facts_of(event: Envelope[Any]) -> Facts:
             channel=data.channel.value,
             customer=contact,
             details=details,
+            tracking_token=data.case.tracking_token if data.case is not None else None,
         )
     if isinstance(data, CaseRouted):
         known = _from_snapshot(data.case) if data.case is not None else {}

@@ -34,7 +34,10 @@ from .facts import CUSTOMER_VISIBLE, KNOWN_EVENTS, NOTIFICATION_FAILED, REPLY, R
 from .quiet import QuietHours
 from .values import template_values
 
-Role = Literal["customer", "owner", "administrator", "watchers", "team_channel", "escalation_group"]
+Role = Literal[
+    "customer", "owner", "administrator", "watchers", "assignee", "team_channel",
+    "escalation_group",
+]
 ROLES: tuple[str, ...] = Role.__args__  # type: ignore[attr-defined]
 REPLY_RULE = "reply_to_customer"
 LOOP_RULE = "no_failure_loop"
@@ -221,6 +224,8 @@ def recipients(policy: Policy, role: str, facts: Facts) -> list[Recipient | str]
         return [audience.customer(facts, policy.fallback_order)]
     if role in ("owner", "administrator", "watchers"):
         return audience.participants(facts, role)
+    if role == "assignee":
+        return [audience.assignee(facts)]
     if role == "team_channel":
         team = policy.teams.get(facts.team or "")
         if team is None:
@@ -318,6 +323,11 @@ def decide(policy: Policy, facts: Facts) -> list[Verdict]:
             )
             verdicts.append(Verdict(n.rule, True, f"subscriber {name}", "webhook", n))
     return verdicts
+
+
+def names_role(policy: Policy, event_type: str, role: str) -> bool:
+    """Whether any rule for this event may notify `role` (so its addresses are worth finding)."""
+    return any(event_type in r.events and role in r.to for r in policy.rules)
 
 
 def notifications_for(policy: Policy, facts: Facts) -> list[Notification]:

@@ -9,6 +9,11 @@ notification, so it is required for every template.
 Values are customer text and are escaped for the medium they land in: HTML autoescape for the
 HTML part, Slack's three mrkdwn characters (&, <, >) for Slack, nothing for plain text (where
 escaping would garble it).
+
+`tracking_url` is added here, not with the other values, because it needs the deployment's
+public URL: the customer's tracking page with their token, only in notifications to the
+customer (the page lets its holder change their preferences), and "" when there is no URL or no
+token.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -49,6 +55,15 @@ def slack_escape(value: object) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def tracking_url(public_url: str | None, n: Notification) -> str:
+    """`<public_url>/track/<ref>?token=<token>`, each part percent-encoded, or ""."""
+    token = n.values.get("tracking_token", "")
+    if not public_url or not token or not n.case_ref or n.audience != "customer":
+        return ""
+    ref = quote(n.case_ref, safe="")
+    return f"{public_url.rstrip('/')}/track/{ref}?token={quote(token, safe='')}"
+
+
 def _environment(root: Path, *, html: bool = False, slack: bool = False) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(root),
@@ -60,9 +75,12 @@ def _environment(root: Path, *, html: bool = False, slack: bool = False) -> jinj
 
 
 class Renderer:
-    def __init__(self, root: Path = TEMPLATES, default_language: str = "en") -> None:
+    def __init__(
+        self, root: Path = TEMPLATES, default_language: str = "en", public_url: str | None = None
+    ) -> None:
         self.root = root
         self.default_language = default_language
+        self.public_url = public_url
         self._plain = _environment(root)
         self._html = _environment(root, html=True)
         self._slack = _environment(root, slack=True)
@@ -125,7 +143,8 @@ class Renderer:
         self, n: Notification, medium: Medium, extra: dict[str, Any] | None = None
     ) -> Rendered:
         langs = self.languages(n.language)
-        values: dict[str, Any] = {**n.values, "items": list(n.items), "count": str(len(n.items))}
+        values: dict[str, Any] = {**n.values, "items": list(n.items), "count": str(len(n.items)),
+                                  "tracking_url": tracking_url(self.public_url, n)}
         values.update(extra or {})
         name = n.template
         try:
@@ -156,7 +175,10 @@ class Renderer:
             if text_t is None:
                 raise TemplateProblem(f"{name}: no email text in {', '.join(langs)}")
             text = text_t.render(values).rstrip() + "\n"
-            html_t = self._part(self._html, langs, Medium.EMAIL, name, "html")
+            # The HTML part in the text's language only: most mail clients show the HTML, so
+            # a fallback language's HTML would hide the text in the customer's own.
+            text_lang = self._find(langs, Medium.EMAIL, name, "txt") or language
+            html_t = self._part(self._html, [text_lang], Medium.EMAIL, name, "html")
             if html_t is not None:
                 html = html_t.render(values)
             else:

@@ -27,6 +27,10 @@ from .facts import NOTIFICATION_FAILED, OPENED, ROUTED
 SAMPLE_REF = "CS-7K3M9Q"
 SAMPLE_SUBJECT = "Invoice 2024-113 shows the wrong amount"
 SAMPLE_TIME = datetime(2025, 3, 4, 10, 30, tzinfo=UTC)
+SAMPLE_TOKEN = "q7Kx2-fT9_bLm4ZpW8rYc3Nd"  # as long as case-store's (18 random bytes)
+# Where the tracking link points when no public URL is given: as long as a plausible one, so
+# the SMS length check counts the link.
+SAMPLE_PUBLIC_URL = "https://support.example.com"
 
 
 def sample_contact(language: str = "en", **changes: Any) -> Contact:
@@ -80,6 +84,7 @@ def sample_event(event_type: str, language: str = "en", status: str | None = Non
             priority=Priority.P2,
             status="new",
             opened_at=SAMPLE_TIME,
+            case=sample_snapshot(language, status="new", tracking_token=SAMPLE_TOKEN),
         )
     elif event_type == ROUTED:
         payload = CaseRouted(

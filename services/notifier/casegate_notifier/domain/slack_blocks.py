@@ -3,16 +3,20 @@
 Customer text is escaped for mrkdwn (&, <, >), so nothing a customer writes can become a
 link, a mention or `<!channel>`; plain_text fields need no escaping but are cut to Slack's
 limits. Due times use Slack's date token, so each agent reads them in their own time zone.
-The buttons' values are the case ref: intake turns a click into an `agent.action`.
+The buttons' values are the case ref: intake turns a click into an `agent.action`. The Reply
+button's value also says where a reply would go (`reply_value`), for the modal it opens.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any
 
 from casegate_shared.events import CaseSnapshot
+
+from .reply_route import ReplyDestination
 
 Block = dict[str, Any]
 
@@ -20,6 +24,8 @@ ACTIONS_BLOCK = "case_actions"
 HEADER_MAX = 150  # Slack's limit for a header's text
 SECTION_MAX = 3000  # Slack's limit for a section's text
 FIRST_MESSAGE_MAX = 1200  # enough to judge the case; the rest is in casegate
+BUTTON_VALUE_MAX = 2000  # Slack's limit for a button's value
+PROBLEM_MAX = 300
 CLOSED_STATUSES = frozenset({"resolved", "closed"})
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
 BUTTONS = (  # action_id, label, style
@@ -77,8 +83,13 @@ def summary_text(case: CaseSnapshot) -> str:
     return escape(one_line(f"{case.ref} [{case.priority.value}] {case.subject}", HEADER_MAX))
 
 
-def case_blocks(case: CaseSnapshot, first_message: str | None = None) -> list[Block]:
-    """The case's post: what it is, whose, how urgent, the first words, and the buttons."""
+def case_blocks(
+    case: CaseSnapshot,
+    first_message: str | None = None,
+    reply_to: ReplyDestination | None = None,
+) -> list[Block]:
+    """The case's post: what it is, whose, how urgent, the first words, and the buttons;
+    `reply_to` is where a reply would go now, carried by the Reply button."""
     fields = [
         ("Customer", customer_line(case)),
         ("Channel", case.channel.value),
@@ -111,7 +122,8 @@ def case_blocks(case: CaseSnapshot, first_message: str | None = None) -> list[Bl
         closed = f"Case {escape(case.status)}; no actions left."
         blocks.append(_context(closed))
     else:
-        actions = {"type": "actions", "block_id": ACTIONS_BLOCK, "elements": _buttons(case.ref)}
+        buttons = _buttons(case.ref, reply_to)
+        actions = {"type": "actions", "block_id": ACTIONS_BLOCK, "elements": buttons}
         blocks.append(actions)
     return blocks
 
@@ -120,14 +132,34 @@ def _context(mrkdwn: str) -> Block:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn}]}
 
 
-def _buttons(ref: str) -> list[Block]:
+def reply_value(ref: str, reply_to: ReplyDestination | None) -> str:
+    """The Reply button's value: the ref alone when nobody worked out the destination, else
+    compact JSON that intake reads back: {"ref", "via", "to", "next"} (channel, address, and
+    whether another channel follows if that one fails; "quiet" when their quiet hours can
+    hold the reply back) or {"ref", "unreachable": why}."""
+    if reply_to is None:
+        return ref
+    doc: dict[str, object] = {"ref": ref}
+    if reply_to.route is not None:
+        doc.update(via=reply_to.route.medium.value, to=reply_to.route.address,
+                   next=reply_to.has_fallback)
+        if reply_to.quiet:
+            doc["quiet"] = reply_to.quiet
+    else:
+        doc["unreachable"] = one_line(reply_to.problem or "no reachable channel", PROBLEM_MAX)
+    value = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    # Addresses are bounded long before this; never let one cost the agent the button.
+    return value if len(value) <= BUTTON_VALUE_MAX else ref
+
+
+def _buttons(ref: str, reply_to: ReplyDestination | None = None) -> list[Block]:
     buttons = []
     for action_id, label, style in BUTTONS:
         button: Block = {
             "type": "button",
             "action_id": action_id,
             "text": {"type": "plain_text", "text": label},
-            "value": ref,
+            "value": reply_value(ref, reply_to) if action_id == "reply" else ref,
         }
         if style:
             button["style"] = style

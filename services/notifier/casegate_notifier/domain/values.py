@@ -20,7 +20,6 @@ STATUS_WORDS = {
 
 
 def template_values(facts: Facts, recipient_name: str | None) -> dict[str, str]:
-    case = facts.case
     values: dict[str, str] = {
         "ref": facts.ref,
         "event": facts.event_type,
@@ -38,7 +37,7 @@ def template_values(facts: Facts, recipient_name: str | None) -> dict[str, str]:
         "actor": one_line(facts.actor or "", 80),
         "body": (facts.body or "")[:BODY_MAX],
         "occurred_at": facts.occurred_at.strftime("%Y-%m-%d %H:%M UTC"),
-        "tracking_token": (case.tracking_token or "") if case else "",
+        "tracking_token": facts.tracking_token or "",
     }
     if facts.failed is not None:
         values.update(
