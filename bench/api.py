@@ -62,12 +62,17 @@ ANALYZE;
 """
 
 
-async def seed(url: str, cases: int) -> str:
+async def fresh_database(name: str, url: str) -> None:
+    """Database `name` (at `url`) dropped, created and migrated to case-store's head."""
     admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{DB}"')
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     await asyncio.to_thread(upgrade, url)
+
+
+async def seed(url: str, cases: int) -> str:
+    await fresh_database(DB, url)
     conn = await asyncpg.connect(url)
     words = "[" + ",".join(f"'{w}'" for w in WORDS) + "]"
     started = time.perf_counter()
