@@ -119,8 +119,8 @@ async def seed(conn: asyncpg.Connection) -> None:
 
 
 def append_corpus(server: Dovecot, folder: str, mailbox: str) -> list[Arrival]:
-    """Append every corpus file; the server's APPENDUID gives each its UID, and so the key
-    intake will use for a message without a Message-ID."""
+    """Append every corpus file; the server's APPENDUID gives each its UID, and the bytes it
+    stored give the key intake will use for a message without a Message-ID."""
     arrivals = []
     with server.client() as client:
         for name in sorted(EXPECTED):
@@ -128,9 +128,11 @@ def append_corpus(server: Dovecot, folder: str, mailbox: str) -> list[Arrival]:
             answer = client.append(folder, raw)
             found = re.search(rb"APPENDUID (\d+) (\d+)", answer)
             assert found, answer
-            uidvalidity, uid = int(found[1]), int(found[2])
+            uid = int(found[2])
+            client.select_folder(folder, readonly=True)
+            stored = client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
             message_id = parse_mail(raw, frozenset()).message_id
-            arrivals.append(Arrival(name, uid, dedupe_key(message_id, mailbox, uidvalidity, uid)))
+            arrivals.append(Arrival(name, uid, dedupe_key(message_id, stored)))
     return arrivals
 
 

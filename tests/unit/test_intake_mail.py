@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import random
 import unicodedata
 from datetime import UTC, datetime
@@ -46,10 +47,10 @@ def parsed(name: str) -> ParsedMail:
     return parse_mail((CORPUS / name).read_bytes(), OWN)
 
 
-def message_of(mail: ParsedMail, uid: int = 7) -> MessageReceived:
+def message_of(mail: ParsedMail, raw: bytes = b"") -> MessageReceived:
     return to_message(
         mail,
-        dedupe_key=dedupe_key(mail.message_id, MAILBOX, 1234, uid),
+        dedupe_key=dedupe_key(mail.message_id, raw),
         mailbox=MAILBOX,
         received_at=datetime(2024, 3, 1, tzinfo=UTC),
         attachments=[],
@@ -116,7 +117,7 @@ def test_corpus_message_parses_as_expected(name: str) -> None:
     else:
         assert mail.verdict.bounce is None
     if not mail.verdict.ignored:
-        msg = message_of(mail)
+        msg = message_of(mail, (CORPUS / name).read_bytes())
         if "dedupe_key" in want:
             assert msg.dedupe_key == want["dedupe_key"]
         if "dedupe_key_prefix" in want:
@@ -139,15 +140,19 @@ def test_every_corpus_message_makes_a_clean_bus_event(name: str) -> None:
     assert msg.channel == "email" and msg.email is not None and msg.email.mailbox == MAILBOX
 
 
-def test_a_message_seen_twice_gets_the_same_key_and_one_without_an_id_its_place() -> None:
+def test_a_message_seen_twice_gets_the_same_key_and_one_without_an_id_its_digest() -> None:
     a, b = parsed("duplicate_message_id_a.eml"), parsed("duplicate_message_id_b.eml")
-    assert message_of(a, uid=1).dedupe_key == message_of(b, uid=2).dedupe_key
-    bare = parsed("missing_message_id.eml")
-    assert message_of(bare, uid=9).dedupe_key == f"email:uid:{MAILBOX}:1234:9"
-    assert message_of(bare, uid=9).dedupe_key != message_of(bare, uid=10).dedupe_key
+    assert message_of(a, b"one").dedupe_key == message_of(b, b"two").dedupe_key
+    raw = (CORPUS / "missing_message_id.eml").read_bytes()
+    bare = parse_mail(raw, OWN)
+    assert bare.message_id is None
+    key = message_of(bare, raw).dedupe_key
+    assert key == "email:sha256:" + hashlib.sha256(raw).hexdigest()
+    # Another delivery of the same text passed through another relay: another message.
+    assert message_of(bare, b"Received: from relay2\r\n" + raw).dedupe_key != key
     long_id = "<" + "x" * 500 + "@example.com>"
-    key = dedupe_key(long_id, MAILBOX, 1, 1)
-    assert key.startswith("email:mid-sha256:") and key == dedupe_key(long_id, "other", 2, 2)
+    key = dedupe_key(long_id, b"one")
+    assert key.startswith("email:mid-sha256:") and key == dedupe_key(long_id, b"two")
 
 
 # --- damaged input never raises --------------------------------------------------------------

@@ -194,8 +194,7 @@ class _MailboxRunner:
         fetch = partial(self._call, ops.fetch, client, meta=pending,
                         max_bytes=self.w.limits.message_bytes)
         take = partial(deliver, bus=self.w.bus, mailbox=self.mailbox.name,
-                       uidvalidity=uidvalidity, own_addresses=self.w.own, blobs=self.w.blobs,
-                       limits=self.w.limits, open_part=partial(stream_part, self._call, client))
+                       own_addresses=self.w.own, blobs=self.w.blobs, limits=self.w.limits, open_part=partial(stream_part, self._call, client))
         for batch in ops.batches(pending, self.w.settings.imap_batch):
             if not self.lease.held:
                 return

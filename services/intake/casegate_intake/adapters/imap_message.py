@@ -84,7 +84,6 @@ async def take_in(
     fetched: Fetched,
     *,
     mailbox: str,
-    uidvalidity: int,
     own_addresses: frozenset[str],
     blobs: BlobStore,
     limits: Limits,
@@ -116,7 +115,7 @@ async def take_in(
     try:
         message = to_message(
             mail,
-            dedupe_key=dedupe_key(mail.message_id, mailbox, uidvalidity, fetched.uid),
+            dedupe_key=dedupe_key(mail.message_id, fetched.raw),
             mailbox=mailbox,
             received_at=fetched.received_at,
             attachments=attachments,
@@ -133,7 +132,6 @@ async def deliver(
     *,
     bus: Bus,
     mailbox: str,
-    uidvalidity: int,
     own_addresses: frozenset[str],
     blobs: BlobStore,
     limits: Limits,
@@ -144,7 +142,6 @@ async def deliver(
     intake = await take_in(
         fetched,
         mailbox=mailbox,
-        uidvalidity=uidvalidity,
         own_addresses=own_addresses,
         blobs=blobs,
         limits=limits,

@@ -98,14 +98,16 @@ def parse_mail(raw: bytes, own_addresses: frozenset[str] = frozenset()) -> Parse
     )
 
 
-def dedupe_key(message_id: str | None, mailbox: str, uidvalidity: int, uid: int) -> str:
-    """The same message seen twice (restart, two replicas, two of our mailboxes) gets one
-    key: its Message-ID when it has one, else its place in the mailbox."""
+def dedupe_key(message_id: str | None, raw: bytes) -> str:
+    """The same message seen twice (restart, two replicas, two of our mailboxes, a folder
+    restored under a new UIDVALIDITY) gets one key: its Message-ID when it has one, else a
+    digest of its bytes. Not its UID: a restored folder numbers the same mail anew, and two
+    deliveries of one text differ in their Received headers, so bytes name the message."""
     if message_id:
         if len(message_id) <= _MAX_KEY_ID:
             return f"email:mid:{message_id}"
         return "email:mid-sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
-    return f"email:uid:{mailbox}:{uidvalidity}:{uid}"
+    return "email:sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def plan_attachments(sizes: list[int], per_attachment: int, per_message: int) -> list[str | None]:
