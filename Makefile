@@ -22,6 +22,7 @@ infra:
 migrate: install infra
 	$(VENV)/bin/casegate db create
 	$(VENV)/bin/casegate db upgrade
+	$(VENV)/bin/casegate users sync config/teams.yaml
 
 up: migrate
 	$(PY) scripts/devstack.py

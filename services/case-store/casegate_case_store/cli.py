@@ -1,16 +1,20 @@
-"""`casegate db create` and `casegate db upgrade`: make the case store's database ready."""
+"""`casegate db create` and `casegate db upgrade`: make the case store's database ready;
+`casegate token create` and `casegate users sync`: its first users."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import asyncpg
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .settings import Settings
 from .store.migrations import create_database, current_revision, describe, plain_url, upgrade
-from .store.users import Role, create_token, create_user
+from .store.users import Role, RosterSync, create_token, create_user, sync_roster
 
 
 def _create(_: argparse.Namespace) -> int:
@@ -90,3 +94,77 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         func=_create
     )
     commands.add_parser("upgrade", help="apply every schema migration").set_defaults(func=_upgrade)
+
+
+class _Member(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # region, skills, caps: the router's business
+    handle: str
+
+
+class _Team(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    members: list[_Member] = []
+
+
+class _Roster(BaseModel):
+    """Only what makes users out of the router's teams file: who is in which team."""
+
+    model_config = ConfigDict(extra="ignore")
+    teams: dict[str, _Team]
+
+    def teams_of(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for name, team in self.teams.items():
+            for member in team.members:
+                found.setdefault(member.handle, []).append(name)
+        return found
+
+
+def read_roster(path: Path) -> dict[str, list[str]]:
+    """handle -> teams, from a teams file; raises ValueError with a reason an operator can
+    act on."""
+    try:
+        return _Roster.model_validate(yaml.safe_load(path.read_text())).teams_of()
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    except ValidationError as exc:
+        raise ValueError(f"{path} is not a teams file: {exc.error_count()} error(s): "
+                         f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") from None
+
+
+async def _sync(url: str, teams_of: dict[str, list[str]]) -> RosterSync:
+    conn = await asyncpg.connect(plain_url(url))
+    try:
+        return await sync_roster(conn, teams_of)
+    finally:
+        await conn.close()
+
+
+def _users_sync(args: argparse.Namespace) -> int:
+    url = Settings().database_url
+    try:
+        teams_of = read_roster(Path(args.file))
+        done = asyncio.run(_sync(url, teams_of))
+    except ValueError as exc:
+        print(f"casegate users sync: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"cannot sync users in {describe(url)}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(teams_of)} team member(s): {len(done.created)} created, "
+          f"{len(done.joined)} added to teams, "
+          f"{len(teams_of) - len(done.created) - len(done.joined) - len(done.inactive)} "
+          "unchanged")
+    if done.inactive:
+        print(f"deactivated, left so: {', '.join(done.inactive)}", file=sys.stderr)
+    return 0
+
+
+def register_users(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users = subparsers.add_parser("users", help="agent users of the case-store API")
+    commands = users.add_subparsers(dest="users_command", required=True)
+    sync = commands.add_parser(
+        "sync", help="make every member of a teams file a user (a resolver in its teams)"
+    )
+    sync.add_argument("file", help="the router's teams file, e.g. config/teams.yaml")
+    sync.set_defaults(func=_users_sync)

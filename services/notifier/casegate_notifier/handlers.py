@@ -95,7 +95,10 @@ async def notify(delivery: Delivery, pending: Pending, event: Envelope[Any]) -> 
     verdicts = decide(delivery.policy, facts)
     for v in verdicts:
         if v.notification is None:
-            log.info(
+            # A customer we cannot reach is worth a line; a role nobody holds yet (no owner
+            # on a routed case) is routine, and at info would be a line per case.
+            log.log(
+                logging.INFO if v.audience == "customer" else logging.DEBUG,
                 "nobody to notify",
                 extra={"ref": facts.ref, "event": event.type, "rule": v.rule,
                        "audience": v.audience, "reason": v.reason},

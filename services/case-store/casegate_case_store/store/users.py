@@ -106,3 +106,45 @@ async def user_by_slack(conn: asyncpg.Connection, slack_user: str) -> Principal 
     return Principal(
         row["id"], row["handle"], frozenset(Role(r) for r in row["roles"]), tuple(row["teams"])
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RosterSync:
+    """What `sync_roster` changed: handles created, handles given teams they lacked, and
+    handles left alone because an admin deactivated them."""
+
+    created: tuple[str, ...]
+    joined: tuple[str, ...]
+    inactive: tuple[str, ...]
+
+
+async def sync_roster(conn: asyncpg.Connection, teams_of: dict[str, list[str]]) -> RosterSync:
+    """Make every member of the teams file a user: a new handle becomes a resolver in its
+    teams; an existing user gains the teams it lacks and keeps its roles, other teams, name
+    and contacts, which admins manage through the API. A deactivated user stays so."""
+    created: list[str] = []
+    joined: list[str] = []
+    inactive: list[str] = []
+    async with conn.transaction():
+        for handle, teams in sorted(teams_of.items()):
+            row = await conn.fetchrow(
+                "SELECT teams, active FROM users WHERE handle = $1 FOR UPDATE", handle
+            )
+            if row is None:
+                await create_user(conn, handle, handle, [Role.RESOLVER], teams=sorted(teams))
+                created.append(handle)
+            elif not row["active"]:
+                inactive.append(handle)
+            elif missing := sorted(set(teams) - set(row["teams"])):
+                await conn.execute(
+                    "UPDATE users SET teams = teams || $2::text[] WHERE handle = $1",
+                    handle, missing,
+                )
+                joined.append(handle)
+        for handle in (*created, *joined):
+            await conn.execute(
+                "INSERT INTO audit_log (action, target, detail) VALUES ('user.sync', $1, "
+                "jsonb_build_object('via', 'cli', 'teams', $2::text[]))",
+                f"user:{handle}", sorted(teams_of[handle]),
+            )
+    return RosterSync(tuple(created), tuple(joined), tuple(inactive))
