@@ -44,6 +44,7 @@ async def create_pool(database_url: str, max_size: int, timeout: float = 30.0) -
                 reset=_keep_session,
                 command_timeout=30,
             )
+            await warn_without_autovacuum(pool)
             return pool
         except (OSError, asyncpg.CannotConnectNowError) as exc:
             if time.monotonic() + delay > deadline:
@@ -51,6 +52,19 @@ async def create_pool(database_url: str, max_size: int, timeout: float = 30.0) -
             log.warning("database not reachable, retrying", extra={"error": str(exc)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def warn_without_autovacuum(pool: asyncpg.Pool) -> bool:
+    """Warn (and answer True) when the server runs without autovacuum. Then no table is ever
+    analyzed: the plans a connection caches while a table is small (a new install) stay
+    sequential scans as it grows, and every message pays a scan of its customers."""
+    if await pool.fetchval("SELECT current_setting('autovacuum')::bool"):
+        return False
+    log.warning(
+        "autovacuum is off on the database server: turn it on, or run ANALYZE after loads "
+        "and restart case-store, or plans made for small tables stay in use as they grow"
+    )
+    return True
 
 
 async def check_ready(pool: asyncpg.Pool) -> None:
