@@ -278,6 +278,9 @@ class CaseChange(StrEnum):
     PARTICIPANTS_CHANGED = "participants_changed"
     ATTACHMENT_ADDED = "attachment_added"
     BOUNCED = "bounced"  # a message we sent could not be delivered
+    # The customer's reachability changed (an SMS stop or start keyword, preferences set on
+    # the tracking page): where a reply would go may differ. Internal.
+    CONTACT_CHANGED = "contact_changed"
 
 
 class CaseUpdated(Payload):

@@ -13,7 +13,9 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from tests.conftest import eventually
 from tests.integration.test_case_store_service import Observer, running
+from tests.support.bus_events import published
 
 from casegate_case_store.settings import Settings
 from casegate_case_store.store.users import Role, create_token, create_user
@@ -237,7 +239,7 @@ async def test_actions_write_timeline_audit_and_events(
 
 
 async def test_tracking_shows_the_public_timeline_only_and_refuses_other_tokens(
-    client: Client, tokens: dict[str, str]
+    client: Client, tokens: dict[str, str], db: asyncpg.Connection, bus_settings: BusSettings
 ) -> None:
     mine = await new_case(client, tokens)
     theirs = await new_case(client, tokens)
@@ -252,14 +254,26 @@ async def test_tracking_shows_the_public_timeline_only_and_refuses_other_tokens(
     status, _ = await client.call("GET", f"/v1/track/{ref}?token={theirs['tracking_token']}")
     assert status == 404
     assert (await client.call("GET", f"/v1/track/{ref}?token=guess"))[0] == 404
-    status, prefs = await client.call(
-        "PATCH", f"/v1/track/{ref}/preferences?token={mine['tracking_token']}",
-        json={"preferred_channel": "sms", "quiet_start": "21:00", "quiet_end": "08:00",
-              "timezone": "Europe/Berlin", "opt_out": ["email"]},
-    )
-    assert status == 200, prefs
+    async with published(bus_settings, "case.contact_changed") as changed:
+        status, prefs = await client.call(
+            "PATCH", f"/v1/track/{ref}/preferences?token={mine['tracking_token']}",
+            json={"preferred_channel": "sms", "quiet_start": "21:00", "quiet_end": "08:00",
+                  "timezone": "Europe/Berlin", "opt_out": ["email"]},
+        )
+        assert status == 200, prefs
+        # Both cases are this customer's: each card must learn where a reply goes now.
+        async def both() -> bool:
+            return len(changed) == 2
+
+        await eventually(both)
     assert prefs["preferred_channel"] == "sms" and prefs["opted_out"] == ["email"]
     assert (prefs["quiet_start"], prefs["timezone"]) == ("21:00", "Europe/Berlin")
+    assert sorted(e["data"]["ref"] for e in changed) == sorted([ref, theirs["ref"]])
+    customer = changed[0]["data"]["case"]["customer"]
+    assert customer["preferred_channel"] == "sms" and customer["opted_out"] == ["email"]
+    assert await db.fetchval(
+        "SELECT count(*) FROM timeline_entries WHERE kind = 'delivery' AND visibility = "
+        "'internal' AND body = 'Customer changed their notification preferences'") == 2
     status, _ = await client.call(
         "PATCH", f"/v1/track/{ref}/preferences?token={mine['tracking_token']}",
         json={"timezone": "Mars/Olympus"},

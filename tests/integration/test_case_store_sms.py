@@ -39,17 +39,30 @@ async def test_stop_suppresses_the_number_without_opening_a_case_and_start_lifts
         return await db.fetchval("SELECT opted_out_at IS NOT NULL FROM customer_identities "
                                  "WHERE value = $1", PHONE)
 
-    await eventually(opted_out)
-    await observer.assert_quiet()  # no case, no announcement, so no acknowledgement
+    # No case opens and nothing is acknowledged; the open case hears that SMS is off, so its
+    # Slack card stops offering a reply by SMS.
+    (changed,) = await observer.take()
+    assert changed["type"] == "case.contact_changed"
+    assert changed["data"]["ref"] == opened["data"]["ref"]
+    assert changed["data"]["case"]["customer"]["opted_out"] == ["sms"]
+    assert await opted_out()
+    await observer.assert_quiet()
     assert await db.fetchval("SELECT count(*) FROM cases") == 1
     note = await db.fetchval("SELECT body FROM timeline_entries WHERE kind = 'delivery'")
     assert "stop keyword" in note
     await publisher.publish(sms("SM3", "START", MessageKind.OPT_IN))
+    (changed,) = await observer.take()
+    assert changed["type"] == "case.contact_changed"
+    assert changed["data"]["case"]["customer"]["opted_out"] == []
+    assert not await opted_out()
+    await publisher.publish(sms("SM4", "HELP", MessageKind.HELP))  # reachability unchanged
 
-    async def opted_in() -> bool:
-        return not await opted_out()
+    async def helped() -> bool:
+        return await db.fetchval("SELECT count(*) FROM timeline_entries "
+                                 "WHERE kind = 'delivery'") == 3
 
-    await eventually(opted_in)
+    await eventually(helped)
+    await observer.assert_quiet()
 
 
 async def test_a_status_callback_lands_on_the_case_and_its_delivery_record(

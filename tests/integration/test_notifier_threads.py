@@ -187,5 +187,31 @@ async def test_a_bounce_is_said_in_the_thread_and_the_card_then_points_the_reply
     assert len(in_thread(slack, ts, "bounced")) == 1
 
 
+async def test_a_stop_keyword_redraws_the_card_so_its_reply_no_longer_goes_by_sms(
+    settings: Settings, publisher: Bus, slack: SlackStandIn
+) -> None:
+    ref = new_case_ref()
+    texts = sample_contact(preferred_channel=Channel.SMS, fallback=[Channel.SMS, Channel.EMAIL])
+    case = sample_snapshot(ref=ref, channel=Channel.SMS, customer=texts,
+                           slack_thread=f"{TEAM_CHANNEL}:{CARD_TS}")
+    stopped = sample_snapshot(ref=ref, channel=Channel.SMS, slack_thread=f"{TEAM_CHANNEL}:{CARD_TS}",
+                              customer=texts.model_copy(update={"opted_out": [Channel.SMS]}))
+    async with outcomes(settings), notifier(settings):
+        for snapshot, change in ((case, CaseChange.ASSIGNED), (stopped, CaseChange.CONTACT_CHANGED)):
+            update = CaseUpdated(change=change, ref=ref, actor="customer", case=snapshot)
+            await publisher.publish(envelope(update, source="case-store", subject=ref,
+                                             routing_key=f"case.{change.value}"))
+            want = "sms" if change is CaseChange.ASSIGNED else "email"
+
+            async def redrawn(want: str = want) -> bool:
+                blocks = slack.posts[(TEAM_CHANNEL, CARD_TS)].get("blocks")
+                return bool(blocks) and reply_button_value(blocks).get("via") == want
+
+            await eventually(redrawn)
+    assert reply_button_value(slack.posts[(TEAM_CHANNEL, CARD_TS)]["blocks"]) == {
+        "ref": ref, "via": "email", "to": "ann@example.com", "next": False}
+    assert not in_thread(slack, CARD_TS, "")  # a redraw, nothing said in the thread
+
+
 async def _some(check: Any) -> bool:
     return await check() is not None

@@ -23,7 +23,7 @@ from .domain.transitions import customer_returned
 from .store import cases as repo
 from .store import customers
 from .store import inbox
-from .store.changes import SOURCE, LockedCase, apply_status, record
+from .store.changes import SOURCE, LockedCase, apply_status, record, record_contact_change
 from .store.snapshot import opened_snapshot
 
 log = logging.getLogger(__name__)
@@ -212,17 +212,19 @@ async def keyword(conn: asyncpg.Connection, event: Envelope[MessageReceived], cu
     covers one sending number); nothing opens and nothing is acknowledged."""
     msg = event.data
     phone = rules.normalize_phone(msg.sender.phone or "")
+    entry = timeline.TimelineEntry(timeline.EntryKind.DELIVERY, "customer",
+                                   timeline.Visibility.INTERNAL, KEYWORD_WORDS[msg.kind],
+                                   {"keyword": msg.kind.value})
     if msg.kind is not MessageKind.HELP and phone:
         await conn.execute(
             "UPDATE customer_identities SET opted_out_at = CASE WHEN $2 THEN "
             "coalesce(opted_out_at, now()) ELSE NULL END WHERE kind = 'phone' AND value = $1",
             phone, msg.kind is MessageKind.OPT_OUT,
         )
-    row = await conn.fetchrow(_CANDIDATE.format(
-        where="customer_id = $1 AND status NOT IN ('resolved', 'closed')"), customer_id)
-    if row is not None:
-        entry = timeline.TimelineEntry(timeline.EntryKind.DELIVERY, "customer",
-                                       timeline.Visibility.INTERNAL, KEYWORD_WORDS[msg.kind],
-                                       {"keyword": msg.kind.value})
-        await repo.add_entry(conn, row["id"], entry, event.correlationid)
+        await record_contact_change(conn, customer_id, entry, event.correlationid)
+    else:
+        row = await conn.fetchrow(_CANDIDATE.format(
+            where="customer_id = $1 AND status NOT IN ('resolved', 'closed')"), customer_id)
+        if row is not None:
+            await repo.add_entry(conn, row["id"], entry, event.correlationid)
     log.info("sms keyword applied", extra={"kind": msg.kind.value})

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 CARD_CHANGES = [
     CaseChange.ASSIGNED, CaseChange.STATUS_CHANGED, CaseChange.PRIORITY_CHANGED,
     CaseChange.SLA_BREACHED, CaseChange.ESCALATED, CaseChange.MESSAGE_ADDED,
-    CaseChange.REOPENED, CaseChange.MERGED, CaseChange.BOUNCED,
+    CaseChange.REOPENED, CaseChange.MERGED, CaseChange.BOUNCED, CaseChange.CONTACT_CHANGED,
 ]
 THREAD_KEYS = [f"case.{c.value}" for c in CARD_CHANGES]
 DELIVERY_REPORTS = ["notification.delivery_updated"]
@@ -65,7 +65,8 @@ class ThreadSync:
             to = f" to {mask(change.reply_to)}" if change.reply_to else ""
             await self._once(f"thread:{event.id}:bounce", case.ref, self.slack.reply_in_thread(
                 case.slack_thread, case.ref, f"Email{to} bounced", author="casegate"))
-        # The redrawn card also says where a reply would go now (a bounce can change that).
+        # The redrawn card also says where a reply would go now (a bounce, a stop keyword or
+        # new preferences can change that).
         reply_to = reply_destination(case, self.delivery.policy)
         await self._once(f"thread:{event.id}:card", case.ref,
                          self.slack.update_case(case, case.slack_thread, reply_to=reply_to))

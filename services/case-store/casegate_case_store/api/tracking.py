@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 
 from ..domain import cases as rules
+from ..domain.timeline import EntryKind, TimelineEntry, Visibility
+from ..store.changes import record_contact_change
 from .models import Preferences, PreferencesIn, PublicEntry, TrackQuery, Tracking
 from .routing import Api, ApiError, Call, NoInput, not_found
 
@@ -113,4 +115,9 @@ async def preferences(call: Call[TrackQuery, PreferencesIn]) -> Preferences:
                 "THEN coalesce(opted_out_at, now()) ELSE NULL END WHERE customer_id = $1",
                 cid, kinds,
             )
-        return await _preferences(conn, cid)
+        now = await _preferences(conn, cid)
+        entry = TimelineEntry(EntryKind.DELIVERY, "customer", Visibility.INTERNAL,
+                              "Customer changed their notification preferences",
+                              {"preferences": now.model_dump(mode="json")})
+        await record_contact_change(conn, cid, entry, call.correlation_id)
+        return now

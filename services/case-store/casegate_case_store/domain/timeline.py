@@ -46,7 +46,9 @@ class EntryKind(StrEnum):
     ATTACHMENT = "attachment"
     LINK = "link"  # parent/child, merges
     PARTICIPANT = "participant"
-    DELIVERY = "delivery"  # a provider's later report (delivered, undelivered, bounced)
+    # A provider's later report (delivered, undelivered, bounced), or a change in how the
+    # customer can be reached (stop and start keywords, preferences).
+    DELIVERY = "delivery"
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,6 +160,29 @@ async def record(
     return entry_id
 
 
+# The customer's open cases (at most 50, the newest), locked: what a change to the customer
+# is announced on.
+_OPEN_CASES_OF = """
+SELECT id, ref, status, team, assignee_id, priority, pending_since, customer_id FROM cases
+WHERE customer_id = $1 AND status NOT IN ('resolved', 'closed') AND merged_into_id IS NULL
+ORDER BY id DESC LIMIT 50 FOR UPDATE
+"""
+
+
+async def record_contact_change(
+    conn: asyncpg.Connection, customer_id: int, entry: TimelineEntry, correlation_id: str
+) -> list[str]:
+    """The entry and `case.contact_changed` on each of the customer's open cases, so their
+    Slack cards say again where a reply would go; the refs it went on."""
+    refs = []
+    for row in await conn.fetch(_OPEN_CASES_OF, customer_id):
+        case = LockedCase.of(row)
+        await record(conn, case, entry, CaseChange.CONTACT_CHANGED, actor="customer",
+                     actor_user_id=None, correlation_id=correlation_id)
+        refs.append(case.ref)
+    return refs
+
+
 # A status change; when it ends a wait for the customer ($8 = when), every SLA time moves on
 # by the wall time waited, and the times as they stood before come back for `case.sla_resumed`.
 _STATUS = """
