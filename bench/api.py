@@ -26,7 +26,7 @@ import aiohttp
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import peak_rss_mb, percentile  # noqa: E402
+from measure import peak_rss_mb, percentile  # noqa: E402
 
 from casegate_case_store.store.migrations import upgrade  # noqa: E402
 from casegate_shared.events import CASE_REF_ALPHABET  # noqa: E402
@@ -69,6 +69,14 @@ async def fresh_database(name: str, url: str) -> None:
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     await asyncio.to_thread(upgrade, url)
+
+
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 async def seed(url: str, cases: int) -> str:

@@ -29,6 +29,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fourhop import four_hops  # noqa: E402
+from measure import peak_rss_mb, percentile  # noqa: E402
 
 PORTS = {
     "intake": int(os.environ.get("CASEGATE_INTAKE_PORT", 8080)),
@@ -42,23 +43,6 @@ def pid_on_port(port: int) -> int | None:
     out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
     m = re.search(r"pid=(\d+)", out.stdout)
     return int(m.group(1)) if m else None
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """VmHWM: the process's high-water mark of resident memory."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return round(int(m.group(1)) / 1024, 1) if m else None
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def post_all(n: int, concurrency: int) -> tuple[dict[str, float], int, float]:

@@ -25,10 +25,8 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,17 +46,17 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from casegate_case_store.store.migrations import upgrade  # noqa: E402
 from casegate_intake.adapters.imap import MailboxWatcher  # noqa: E402
 from casegate_intake.settings import Settings  # noqa: E402
 from casegate_shared.bus import Bus  # noqa: E402
 from tests.support.dovecot import start_dovecot, stop_dovecot  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from api import ADMIN_URL, drop_database, fresh_database  # noqa: E402
+from measure import free_port, peak_rss_mb  # noqa: E402
+
 AMQP_URL = os.environ.get("CASEGATE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("CASEGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
-PG_ADMIN_URL = os.environ.get(
-    "CASEGATE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 PROCESSED = "$CasegateProcessed"
 
 
@@ -124,21 +122,6 @@ def unprocessed(url: str) -> int:
         return len(client.search(["NOT", "DELETED", "NOT", "KEYWORD", PROCESSED]))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """VmHWM: the process's high-water mark of resident memory."""
-    try:
-        found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    except OSError:
-        return None
-    return round(int(found[1]) / 1024, 1) if found else None
-
-
 # --- into cases: intake and case-store as processes ----------------------------------------
 
 
@@ -182,14 +165,6 @@ class Service:
                 self.proc.wait()
 
 
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def in_cases(db: asyncpg.Connection) -> tuple[int, int]:
     """(customer messages on a case, cases)."""
     row = await db.fetchrow(
@@ -203,9 +178,8 @@ async def to_cases(url: str, n: int, batch: int) -> dict[str, Any]:
     database = tag.replace("-", "_")
     work = Path(tempfile.mkdtemp(prefix="bench-email-"))
     await asyncio.to_thread(fill_staging, url, n, tag)
-    await admin(f'CREATE DATABASE "{database}"')
-    db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
-    await asyncio.to_thread(upgrade, db_url)
+    db_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    await fresh_database(database, db_url)
     ports = {"intake": free_port(), "case-store": free_port()}
     env = {
         **os.environ, "CASEGATE_AMQP_URL": AMQP_URL, "CASEGATE_BUS_EXCHANGE": tag,
@@ -255,7 +229,7 @@ async def to_cases(url: str, n: int, batch: int) -> dict[str, Any]:
         await delete_queues(channel, tag)
         await channel.exchange_delete(tag)
         await conn.close()
-        await admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await drop_database(database)
         await delete_redis_keys(tag)
         shutil.rmtree(work, ignore_errors=True)
     return {

@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from measure import free_port, peak_rss_mb  # noqa: E402
+
 AMQP_URL = os.environ.get("CASEGATE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("CASEGATE_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -69,21 +70,6 @@ def serve(no_ledger: bool) -> None:
     if no_ledger:
         notifier_app.DeliveryLedger = NullLedger  # type: ignore[assignment,misc]
     main()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return round(int(m.group(1)) / 1024, 1) if m else None
 
 
 class SmtpSink:

@@ -14,7 +14,7 @@ import shutil
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,12 @@ from aiohttp import web
 from casegate_case_store.settings import Settings as CaseStoreSettings
 from casegate_case_store.store.users import Role, create_token, create_user
 from casegate_router.app import ASSIGNER
+from casegate_router.adapters.workload import Workload
+from casegate_router.assigning import Assigner, InFlight
+from casegate_router.domain.policies import PolicyFiles, load_policies
 from casegate_router.app import init_app as init_router
 from casegate_router.settings import Settings as RouterSettings
-from casegate_shared.bus import Bus
+from casegate_shared.bus import Bus, Defer
 from casegate_shared.events import AssignmentDecided, envelope
 from casegate_shared.settings import BusSettings
 from tests.conftest import ROOT, eventually, free_port
@@ -89,6 +92,7 @@ class Stack:
     clock: Clock
     api: str
     token: str
+    db_url: str
 
     async def open_case(self) -> str:
         before = consumed("case-store.inbound")
@@ -171,7 +175,7 @@ async def stack(bus_settings: BusSettings, clean_db: str, tmp_path: Path,
         await runner.setup()
         try:
             yield Stack(app, db, publisher, events, clock,
-                        f"http://127.0.0.1:{store_settings.case_store_port}", token)
+                        f"http://127.0.0.1:{store_settings.case_store_port}", token, clean_db)
         finally:
             await runner.cleanup()
             await events.close()
@@ -296,3 +300,60 @@ async def test_cases_go_to_agents_on_shift_wait_when_nobody_is_and_never_change_
     assert len(by_router) == len({e["id"] for e in by_router}) == 8
     assert {(WAITING_BEFORE, "ben"), (first, "ben"), (second, "ana"), (first, "dora")} <= {
         (e["subject"], e["data"]["case"]["assignee"]) for e in by_router}
+
+
+async def test_a_sweep_offers_a_case_again_after_case_store_refused_it_at_the_cap(
+    stack: Stack,
+) -> None:
+    """case-store refuses a swept decision when the agent filled up meanwhile; once the agent
+    has room, a later sweep must offer the case again, not repeat a decision already taken."""
+    await stack.assigned_to(WAITING_BEFORE, "ben")  # ben: no open web form, a cap of five
+    await stack.db.execute("UPDATE users SET active = false WHERE handle = 'ana'")
+    ref = "CS-CCCCC2"
+    await stack.db.execute(
+        "INSERT INTO cases (ref, customer_id, channel, subject, status, team) "
+        "VALUES ($1, 900, 'webform', 'waits', 'open', 'support')", ref)
+    fillers = [f"CS-CCCCD{i}" for i in range(2, 7)]
+    seen = consumed("case-store.assignments")
+    async with stack.db.transaction():
+        # case-store waits on the case's row while ben fills up to his cap.
+        await stack.db.execute("SELECT 1 FROM cases WHERE ref = $1 FOR UPDATE", ref)
+        assert await stack.sweep() == 1
+        other = await asyncpg.connect(stack.db_url)
+        try:
+            for filler in fillers:
+                await other.execute(
+                    "INSERT INTO cases (ref, customer_id, channel, subject, status, team, "
+                    "assignee_id) VALUES ($1, 900, 'webform', 'fill', 'open', 'support', "
+                    "(SELECT id FROM users WHERE handle = 'ben'))", filler)
+        finally:
+            await other.close()
+    await handled("case-store.assignments", seen, 1)
+    assert await stack.assignee(ref) is None
+    [*_, last] = await stack.entries(ref)
+    assert last[2].startswith("Not assigned to ben: at the cap of 5 open webform cases")
+
+    await stack.db.execute("UPDATE cases SET status = 'resolved' WHERE ref = $1", fillers[0])
+    stack.clock.now += timedelta(minutes=1)
+    stack.router[ASSIGNER].in_flight = InFlight()  # as the refused decision's 30 s run out
+    assert await stack.sweep() == 1
+    await stack.assigned_to(ref, "ben")
+
+
+async def test_a_case_to_assign_waits_for_an_unreachable_database_without_spending_retries(
+    publisher: Bus,
+) -> None:
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    workload = await Workload.open(closed)
+    try:
+        policies = load_policies(PolicyFiles(ROOT / "config" / "rules.yaml",
+                                             ROOT / "config" / "sla.yaml",
+                                             ROOT / "config" / "teams.yaml"))
+        assigner = Assigner(publisher, lambda: policies, workload, Clock(MONDAY_11_BERLIN))
+        cause = envelope(AssignmentDecided(ref="CS-DDDDD2", team="support", strategy="x",
+                                           reason="x"), source="test")
+        with pytest.raises(Defer, match="case-store's database: ") as waiting:
+            await assigner.answer(cause, "CS-DDDDD2", "support")
+        assert waiting.value.seconds > 0
+    finally:
+        await workload.close()

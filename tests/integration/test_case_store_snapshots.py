@@ -1,15 +1,18 @@
 """The case snapshot events carry, made in the statements that change the case instead of
 being read back: what `case.opened` and `case.routed` announce must be exactly what the
-database holds once they commit. Also: a case's Message-IDs are found through an index, and
+database holds once they commit, also when they waited for a lock another transaction held
+while it changed what the snapshot shows. Also: a case's Message-IDs are found through an index, and
 a notification outcome applies once, in one statement, and never for a case that is not
 there. Real PostgreSQL; the handlers are called directly, their events read from the outbox.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -146,6 +149,71 @@ async def test_a_route_decision_announces_what_the_database_holds(pool: asyncpg.
     row = await pool.fetchrow(
         "SELECT sla_policy, region, resolution_warn_at FROM cases WHERE ref = $1", ref)
     assert tuple(row) == ("standard", "eu", decision.resolution_warn_at)
+
+
+@asynccontextmanager
+async def holding(url: str, *statements: tuple[str, Any]) -> AsyncIterator[None]:
+    """Another transaction that runs `statements` and commits when the block ends, holding
+    their row locks meanwhile."""
+    other = await asyncpg.connect(url)
+    try:
+        async with other.transaction():
+            for sql, *args in statements:
+                await other.execute(sql, *args)
+            yield
+    finally:
+        await other.close()
+
+
+async def waits_then_finishes(work: Awaitable[None], holder: AbstractAsyncContextManager[None]) -> None:
+    async with holder:
+        task = asyncio.ensure_future(work)
+        await asyncio.sleep(0.3)
+        assert not task.done(), "the work should wait for the other transaction's lock"
+    await task
+
+
+async def test_a_route_decision_that_waited_for_the_case_announces_what_was_committed(
+    pool: asyncpg.Pool, clean_db: str
+) -> None:
+    await receive(pool, inbound(Sender(name="Cy", email="cy@example.com")), THREADING)
+    ref = (await queued(pool, "case.opened"))["data"]["ref"]
+    now = utcnow()
+    decision = RouteDecided(
+        ref=ref, team="billing", priority=Priority.P2, rule="r", tags=[],
+        explanation=[RuleVerdict(rule="r", matched=True, reason="x")],
+        first_response_warn_at=now + timedelta(hours=3), first_response_due=now + timedelta(hours=4),
+        resolution_warn_at=now + timedelta(days=1), resolution_due=now + timedelta(days=2))
+    # The customer's next email joins the case while the decision waits for it.
+    joining = holding(
+        clean_db, ("SELECT 1 FROM cases WHERE ref = $1 FOR UPDATE", ref),
+        ("INSERT INTO case_message_ids (message_id, case_id, direction) "
+         "SELECT '<second@mail>', id, 'in' FROM cases WHERE ref = $1", ref))
+    await waits_then_finishes(
+        handlers.apply_route_decision(pool, envelope(decision, source="router")), joining)
+    announced = (await queued(pool, "case.routed"))["data"]["case"]
+    assert announced["last_customer_message_id"] == "<second@mail>"
+    assert announced == await stored_snapshot(pool, ref)
+
+
+async def test_a_message_that_waited_for_its_customer_announces_their_opt_out(
+    pool: asyncpg.Pool, clean_db: str
+) -> None:
+    cid = await pool.fetchval("INSERT INTO customers (name) VALUES ('Bo') RETURNING id")
+    await pool.execute("INSERT INTO customer_identities (customer_id, kind, value) VALUES "
+                       "($1, 'email', 'bo@example.com'), ($1, 'phone', '+4930999999')", cid)
+    # A STOP from the same person is being applied: their row touched, the number opted out.
+    stopping = holding(
+        clean_db, ("UPDATE customers SET last_channel = 'sms' WHERE id = $1", cid),
+        ("UPDATE customer_identities SET opted_out_at = now() WHERE value = '+4930999999'",))
+    await waits_then_finishes(
+        receive(pool, inbound(Sender(email="bo@example.com"), channel=Channel.EMAIL), THREADING),
+        stopping)
+    opened = (await queued(pool, "case.opened"))["data"]
+    announced = opened["case"]
+    assert announced["customer"]["opted_out"] == ["sms"]  # so no acknowledgement by SMS
+    assert announced == await stored_snapshot(
+        pool, opened["ref"], tracking_token=announced["tracking_token"])
 
 
 async def test_a_cases_message_ids_are_found_through_an_index(pool: asyncpg.Pool) -> None:

@@ -22,6 +22,7 @@ from casegate_router.domain.team_queue import (
     needs_assignment,
     noted_strategy,
     skills_needed,
+    turn_holder,
     with_pending,
 )
 from casegate_router.domain.teams import Member, Team
@@ -210,6 +211,21 @@ def test_decisions_on_their_way_count_as_applied() -> None:
     assert (first.agent, second.agent) == ("ben", "ana")
 
 
+def test_round_robin_continues_after_a_deactivated_agent_and_ignores_outsiders() -> None:
+    rota = ["ana", "ben", "carl"]
+    assert turn_holder("ben", rota, {"ana", "carl"}) == "ana"  # so carl, who follows ben
+    assert turn_holder("ana", rota, {"ben", "carl"}) == "carl"  # wraps around
+    assert turn_holder("ben", rota, {"ana", "ben", "carl"}) == "ben"
+    assert turn_holder("sue", rota, {"ana"}) == "sue"  # not in the rota: starts at the top
+    assert turn_holder(None, rota, {"ana"}) is None
+    assert turn_holder("ben", rota, set()) is None
+    # ana, ben, carla: ben, last in turn, is deactivated; carla is off shift, so ana again.
+    team = Team(assignment=Strategy.ROUND_ROBIN, members=[ANA, BEN, CARLA])
+    load = TeamLoad({}, frozenset({"ana", "carla"}), last_assigned="ben")
+    [decided] = hand_out("support", team, queued(1), load, CALENDARS, MONDAY_MORNING)
+    assert decided.agent == "ana" and "after ana" in decided.reason
+
+
 def test_in_flight_forgets_what_case_store_applied_and_what_is_too_old() -> None:
     flight = InFlight(ttl_s=60)
     flight.add("CS-1", Pending("support", "ana", E))
@@ -217,10 +233,16 @@ def test_in_flight_forgets_what_case_store_applied_and_what_is_too_old() -> None
     flight.add("CS-3", Pending("support", "ana", C))
     assert flight.refs() == ["CS-1", "CS-2", "CS-3"]
     # CS-2 is assigned in case-store now: it no longer counts.
-    assert flight.settle({"CS-1", "CS-3"}) == [Pending("support", "ana", E),
-                                               Pending("support", "ana", C)]
+    asked = flight.refs()
+    # Meanwhile another handler publishes CS-5: not asked about, so not known to be applied.
+    flight.add("CS-5", Pending("support", "ben", C))
+    assert flight.settle(asked, {"CS-1", "CS-3"}) == [
+        Pending("support", "ana", E), Pending("support", "ana", C), Pending("support", "ben", C)]
+    # CS-3 is being decided again: its old decision no longer counts.
+    assert flight.settle([], set(), deciding={"CS-3"}) == [
+        Pending("support", "ana", E), Pending("support", "ben", C)]
     flight.add("CS-1", Pending("support", "ben", E))  # decided again: the newest now
-    assert flight.refs() == ["CS-3", "CS-1"]
+    assert flight.refs() == ["CS-5", "CS-1"]
     stale = InFlight(ttl_s=-1)
     stale.add("CS-4", Pending("support", "ana", E))
     assert stale.refs() == []

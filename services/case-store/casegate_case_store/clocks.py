@@ -1,7 +1,8 @@
 """The router's business-time answer to a case that stopped waiting for the customer.
 
 When the wait ends, case-store moves the SLA clocks on by the wall time waited at once (so
-the sweeper never fires on a stale time) and asks the router; the router, which owns the
+the sweeper never fires on a time from before the wait; until the answer that shift may be
+early or late, see docs/operations.md) and asks the router; the router, which owns the
 regions' calendars, answers with the times counted in working time (`case.sla_decided`).
 The answer applies only to the resume it names: a case that paused again since, or was
 merged, keeps its own clocks. Raised warnings and breaches stay raised.

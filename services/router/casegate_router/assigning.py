@@ -23,13 +23,14 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from prometheus_client import Counter
 
-from casegate_shared.bus import Bus
+from casegate_shared.bus import Bus, Defer
 from casegate_shared.events import (
     AssignmentDecided,
     CaseRouted,
@@ -56,6 +57,10 @@ log = logging.getLogger(__name__)
 SOURCE = "router"
 SWEEP_BATCH = 200  # cases per team and sweep; the rest wait for the next one
 IN_FLIGHT_S = 30.0  # case-store applies a decision in milliseconds; this covers a backlog
+DATABASE_RETRY_S = 5.0
+# The database is down or restarting, as opposed to a query that is wrong.
+UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+               asyncpg.exceptions.OperatorInterventionError)
 
 Clock = Callable[[], datetime]
 
@@ -91,11 +96,14 @@ class InFlight:
             del self._by_ref[ref]
         return list(self._by_ref)
 
-    def settle(self, unassigned: set[str]) -> list[Pending]:
-        """Forget those case-store applied (or that were decided again); the rest, oldest
-        first."""
-        for ref in [r for r in self._by_ref if r not in unassigned]:
-            del self._by_ref[ref]
+    def settle(
+        self, asked: Iterable[str], unassigned: set[str], deciding: Iterable[str] = ()
+    ) -> list[Pending]:
+        """Forget those of `asked` that case-store applied, and those being decided again;
+        the rest, oldest first. Only those asked: a decision another handler published
+        while case-store was being asked is not known to be applied."""
+        for ref in [*(r for r in asked if r not in unassigned), *deciding]:
+            self._by_ref.pop(ref, None)
         return [pending for pending, _ in self._by_ref.values()]
 
     def add(self, ref: str, pending: Pending) -> None:
@@ -124,11 +132,17 @@ class Assigner:
         config = current.teams.teams.get(team)
         handles = [m.handle for m in config.members] if config else []
         async with self._turns[team]:
-            async with self.workload.reading() as reader:
-                waiting = await reader.queued(team, 1, ref)
-                if not waiting:
-                    return  # someone took it, or it moved on, since the event
-                load = await self._with_in_flight(reader, team, handles, {ref})
+            try:
+                async with self.workload.reading() as reader:
+                    waiting = await reader.queued(team, 1, ref)
+                    if not waiting:
+                        return  # someone took it, or it moved on, since the event
+                    load = await self._with_in_flight(reader, team, handles, {ref})
+            except UNREACHABLE as exc:
+                # A restart or failover outlasts the bus's few retries: wait for it rather
+                # than park the case's only assignment event.
+                why = f"case-store's database: {type(exc).__name__}"
+                raise Defer(why, DATABASE_RETRY_S) from exc
             [decided] = hand_out(team, config, waiting, load, current.calendars, self.clock())
             event_id = derived_event_id(AssignmentDecided.event_type, cause.id)
             await self.publish(team, decided, cause.correlationid, event_id, "event")
@@ -155,7 +169,7 @@ class Assigner:
                     decided = [d for d in hand_out(name, team, waiting, load,
                                                    current.calendars, at) if not d.queued]
                     # Published while the turn is held: the next sweep reads after them.
-                    await asyncio.gather(*(self._publish_swept(name, d) for d in decided))
+                    await asyncio.gather(*(self._publish_swept(name, d, at) for d in decided))
                     assigned += len(decided)
         return assigned
 
@@ -164,15 +178,17 @@ class Assigner:
     ) -> TeamLoad:
         load = await reader.team_load(team, handles)
         refs = [r for r in self.in_flight.refs() if r not in deciding]
-        pending = self.in_flight.settle(await reader.unassigned(refs))
+        pending = self.in_flight.settle(refs, await reader.unassigned(refs), deciding)
         return with_pending(team, load, pending)
 
-    async def _publish_swept(self, team: str, decided: Decided) -> None:
+    async def _publish_swept(self, team: str, decided: Decided, at: datetime) -> None:
         case = decided.case
-        # The same choice for an unchanged case is the same event (two replicas, one after
-        # the other, before case-store applied the first).
+        # One event per sweep: a decision case-store refused (the agent reached the cap
+        # meanwhile) must not make the next sweep's offer of the same case a duplicate.
+        # Sweeps take turns (an advisory lock), and case-store applies only a decision that
+        # finds the case still waiting, so no case is assigned twice.
         event_id = derived_event_id(
-            AssignmentDecided.event_type, "sweep", case.ref, str(decided.agent), case.version
+            AssignmentDecided.event_type, "sweep", case.ref, str(decided.agent), at.isoformat()
         )
         await self.publish(team, decided, case.correlation_id, event_id, "sweep")
 

@@ -170,6 +170,10 @@ async def claim_and_route(
 ) -> asyncpg.Record | None:
     """Apply a fresh route decision; the routed case's id and snapshot columns
     (SNAPSHOT_SELECT), or None when the decision was applied before or the case is unknown."""
+    # The case's lock first, in a statement of its own: a statement sees everything but the
+    # rows it updates as of its start, so one that waited for the lock inside would announce
+    # the Message-IDs or identities the lock's holder had just committed as they were before.
+    await conn.execute("SELECT 1 FROM cases WHERE ref = $1 FOR UPDATE", decision.ref)
     row: asyncpg.Record | None = await conn.fetchrow(
         _CLAIM_AND_ROUTE, consumer, key, decision.ref, decision.team, decision.priority.value,
         _AFTER_ROUTING, decision.rule, decision.sla_policy, decision.region,

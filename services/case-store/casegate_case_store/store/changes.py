@@ -211,7 +211,7 @@ async def apply_status(conn: asyncpg.Connection, case: LockedCase, stamp: Status
                        reason: str | None, correlation_id: str) -> None:
     """Set the status (a None reason keeps the current one). A change that ends a wait for
     the customer moves the SLA clocks on by the wall time waited at once, so the sweeper
-    never fires on a stale time, and asks the router (`case.sla_resumed`) for the times in
+    never fires on a time from before the wait, and asks the router (`case.sla_resumed`) for the times in
     business time of the case's region."""
     row = await conn.fetchrow(
         _STATUS, case.id, stamp.status.value, reason, stamp.clear_resolved, stamp.resolved_at,

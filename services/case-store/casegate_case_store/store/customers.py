@@ -45,6 +45,13 @@ _OWNER = """(
 )"""
 
 
+# A statement sees everything but the rows it updates as of its start: had the claim below
+# waited inside for the customer's row (a STOP from the same person, new preferences), its
+# snapshot would still show their identities from before, opt-out and all. Locked first, the
+# claim starts after the holder committed and sees what it did.
+_LOCK_OWNER = f"SELECT 1 FROM customers WHERE id = {_OWNER} FOR UPDATE"
+
+
 def _touch(go: str) -> str:
     """The CTE `found`: the owner, touched (where they wrote from, $3, becomes their last
     channel; a name, $4, fills a blank) if `go` holds."""
@@ -123,9 +130,11 @@ async def claim_message(
 ) -> Claim:
     """Claim `key` in `consumer`'s inbox and, if it is fresh, find the sender: touched and
     given their other identities as `find_or_create_customer` does (creating is left to
-    `create_customer`), or with `touch=False` only looked up. One round trip for both."""
+    `create_customer`), or with `touch=False` only looked up."""
     kinds, values = _columns(identities)
     if touch:
+        # The customer's lock first, in a statement of its own (see `_LOCK_OWNER`).
+        await conn.execute(_LOCK_OWNER, kinds, values)
         row = await conn.fetchrow(
             _CLAIM_AND_TOUCH, kinds, values, channel, name or None, consumer, key
         )

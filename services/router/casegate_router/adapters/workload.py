@@ -30,14 +30,16 @@ WHERE u.handle = ANY($1::text[]) AND c.status NOT IN ('resolved', 'closed')
 GROUP BY u.handle, c.channel
 """
 _ACTIVE = "SELECT handle FROM users WHERE handle = ANY($1::text[]) AND active"
+# Among the team's members: a supervisor's claim or an escalation's assignee is nobody's
+# turn in the team's rota.
 _LAST_ASSIGNED = """
 SELECT u.handle FROM cases c JOIN users u ON u.id = c.assignee_id
-WHERE c.team = $1 AND c.assigned_at IS NOT NULL
+WHERE c.team = $1 AND c.assigned_at IS NOT NULL AND u.handle = ANY($2::text[])
 ORDER BY c.assigned_at DESC, c.id DESC LIMIT 1
 """
 # The rule's strategy counts only while the case is on the team that rule routed it to.
 _QUEUED = f"""
-SELECT c.ref, c.channel, c.tags, c.updated_at,
+SELECT c.ref, c.channel, c.tags,
        CASE WHEN r.team = c.team THEN r.note END AS note,
        (SELECT t.correlation_id FROM timeline_entries t WHERE t.case_id = c.id
         ORDER BY t.id LIMIT 1) AS correlation_id
@@ -72,7 +74,7 @@ class Reader:
         for row in await self._conn.fetch(_OPEN_CASES, names):
             open_cases.setdefault(row["handle"], {})[Channel(row["channel"])] = row["n"]
         active = frozenset(r["handle"] for r in await self._conn.fetch(_ACTIVE, names))
-        last = await self._conn.fetchval(_LAST_ASSIGNED, team)
+        last = await self._conn.fetchval(_LAST_ASSIGNED, team, names)
         return TeamLoad(open_cases, active, last)
 
     async def unassigned(self, refs: Sequence[str]) -> set[str]:
@@ -91,7 +93,7 @@ class Reader:
         return [
             QueuedCase(
                 r["ref"], Channel(r["channel"]), frozenset(r["tags"] or ()),
-                noted_strategy(r["note"]), r["updated_at"].isoformat(), r["correlation_id"],
+                noted_strategy(r["note"]), r["correlation_id"],
             )
             for r in rows
         ]
@@ -104,7 +106,7 @@ class Workload:
     @classmethod
     async def open(cls, database_url: str) -> Workload:
         # No connection at start: routing must not wait for this database, and a read
-        # that fails is retried by the bus like any handler failure.
+        # that cannot reach it waits for it (`assigning.UNREACHABLE`).
         pool = await asyncpg.create_pool(
             libpq_url(database_url), min_size=0, max_size=4, command_timeout=30
         )

@@ -16,7 +16,7 @@ was least busy a moment ago.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -60,7 +60,6 @@ class QueuedCase:
     channel: Channel
     tags: frozenset[str] = frozenset()
     strategy: Strategy | None = None  # the routing rule's, while on the team it routed to
-    version: str = ""  # when it last changed: a repeat for an unchanged case is one event
     correlation_id: str | None = None  # the case's first message's, for the sweep's events
 
 
@@ -117,6 +116,21 @@ def skills_needed(tags: frozenset[str], team: Team) -> frozenset[str]:
     return frozenset(tags & known)
 
 
+def turn_holder(last: str | None, order: Sequence[str], active: Iterable[str]) -> str | None:
+    """The active member whose turn round robin continues after: `last` itself, or when `last`
+    has left the roster (deactivated) the active member before them in the team's order, so
+    the turn still passes to whoever follows `last`."""
+    if last is None or last not in order:
+        return last
+    here = set(active)
+    at = order.index(last)
+    for step in range(len(order)):
+        candidate = order[(at - step) % len(order)]
+        if candidate in here:
+            return candidate
+    return None
+
+
 def hand_out(
     name: str,
     team: Team | None,
@@ -135,7 +149,7 @@ def hand_out(
         why = "none of the team's agents is an active user"
         return [Decided(c, c.strategy or team.assignment, None, why) for c in cases]
     counts = {handle: dict(per_channel) for handle, per_channel in load.open_cases.items()}
-    cursor = load.last_assigned
+    cursor = turn_holder(load.last_assigned, [m.handle for m in team.members], members.keys())
     decided: list[Decided] = []
     for case in cases:
         strategy = case.strategy or team.assignment
