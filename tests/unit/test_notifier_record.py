@@ -5,7 +5,7 @@ claim Redis has no trace of is checked against the record before anything is sen
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -191,6 +191,48 @@ async def test_while_the_record_cannot_be_read_nothing_is_sent_and_the_claim_goe
     assert isinstance(step, Wait) and step.reason.startswith("delivery record unreadable")
     assert step.seconds > 0
     assert email.sent == [] and sms.sent == [] and ledger.state == {}
+
+
+async def test_past_the_deadline_an_unreadable_record_ends_in_a_reported_failure() -> None:
+    n = resolved()
+    d, ledger, email, sms = setup(Record(down=True))
+    step = await deliver(d, n, NOW - timedelta(hours=7))  # trying began 7 h ago; 6 h allowed
+    assert isinstance(step, Settled) and not step.result.ok and not step.permanent
+    assert "delivery record unreadable" in (step.result.reason or "")
+    assert email.sent == [] and sms.sent == []
+    assert set(ledger.state.values()) == {"failed"}  # a redelivery repeats the failure
+
+
+class ForgetfulLedger(Ledger):
+    """Redis resets the connection once, just as the send is to be marked done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets = 1
+
+    async def mark_done(self, key: str) -> None:
+        if self.resets:
+            self.resets -= 1
+            raise ConnectionError("Connection reset by peer")
+        await super().mark_done(key)
+
+
+async def test_a_send_whose_ledger_write_fails_still_settles_and_is_never_sent_twice() -> None:
+    n = resolved()
+    email_key, _ = keys(n)
+    record = Record()
+    d, _, email, _ = setup(record)
+    ledger = ForgetfulLedger()
+    object.__setattr__(d, "ledger", ledger)
+    step = await deliver(d, n, NOW)
+    # Settled, so its outcome is published and case-store records the send ...
+    assert isinstance(step, Settled) and step.result.ok and email.sent == ["ann@example.com"]
+    record.rows[email_key] = Recorded(Claim.DONE)
+    # ... which answers a redelivery once our claim's lease has run out.
+    ledger.state.clear()
+    again = await deliver(d, n, NOW)
+    assert isinstance(again, Settled) and again.result.ok and again.repeated
+    assert email.sent == ["ann@example.com"]
 
 
 async def test_without_a_record_configured_the_ledger_alone_decides() -> None:

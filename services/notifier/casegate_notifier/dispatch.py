@@ -165,11 +165,16 @@ async def deliver(d: Delivery, n: Notification, since: datetime) -> Settled | Wa
                 try:
                     recorded = await d.record.recorded(keys)
                 except RecordUnavailable as exc:
-                    await d.ledger.release(key)
+                    why = f"delivery record unreadable: {exc}"
                     waited = max(0.0, (d.clock() - since).total_seconds())
+                    if give_up(d.retry, waited, 0):  # the deadline holds here too
+                        result = await _give_up(d, route, key, provider, waited, why)
+                        return Settled(route, key, name, result, False, list(failures),
+                                       fallback_from, False)
+                    await d.ledger.release(key)
                     log.warning("delivery record unreadable, will retry",
                                 extra={"ref": n.case_ref, "reason": str(exc)})
-                    return Wait(next_delay(d.retry, waited), f"delivery record unreadable: {exc}")
+                    return Wait(next_delay(d.retry, waited), why)
             claim = await _recall(d.ledger, key, recorded, keys[index + 1:])
             if claim is not Claim.CLAIMED:
                 log.info("delivery known from the record, not sent again",
@@ -247,11 +252,11 @@ async def _send_claimed(
         await d.ledger.release(key)  # adapters should not raise; if one does, retry
         raise
     channel = route.medium.value
-    if admission.gate is Gate.PROBE and (result.ok or not result.temporary):
-        await d.breaker.succeeded(circuit)  # it answered, even if only to refuse one address
     if result.ok:
-        await d.ledger.mark_done(key)
+        await _sent(d, key, circuit, admission.gate, n.case_ref)
         return result
+    if admission.gate is Gate.PROBE and not result.temporary:
+        await d.breaker.succeeded(circuit)  # it answered, even if only to refuse one address
     if not result.temporary:
         await d.ledger.mark_failed(key, Failure(result.reason or "refused", permanent=True))
         return result
@@ -270,6 +275,19 @@ async def _send_claimed(
                "in_s": round(delay, 2)},
     )
     return Wait(delay, result.reason or "temporary failure")
+
+
+async def _sent(d: Delivery, key: str, circuit: str, gate: Gate, ref: str | None) -> None:
+    """The provider took it: from here nothing may raise, or a redelivery would send it again.
+    A ledger that cannot be written keeps our claim until its lease ends; the outcome, still
+    published, puts the send in case-store's record, which answers the redelivery then."""
+    try:
+        if gate is Gate.PROBE:
+            await d.breaker.succeeded(circuit)
+        await d.ledger.mark_done(key)
+    except Exception as exc:  # noqa: BLE001 - Redis, mostly: the send stands regardless
+        log.warning("sent, but the dedupe ledger could not be written",
+                    extra={"ref": ref, "key": key, "error": type(exc).__name__})
 
 
 async def _give_up(

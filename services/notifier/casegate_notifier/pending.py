@@ -35,7 +35,7 @@ from .domain.delivery import Medium, delivery_key
 from .domain.policy import Notification
 from .domain.quiet import QuietHoursProblem, held_until
 from .domain.render import TemplateProblem
-from .threads import echo_outcome
+from .threads import echo_outcome, remember_reply
 
 log = logging.getLogger(__name__)
 DIGEST_RULE = "digest"
@@ -153,6 +153,7 @@ class Pending:
         step = await deliver(d, n, since)
         if isinstance(step, Wait):
             raise Defer(step.reason, step.seconds)
+        await remember_reply(d, n, step)
         await publish_outcome(self._bus, n, step, correlation_id)
         await echo_outcome(d, n, step)
 
@@ -214,6 +215,7 @@ class Pending:
             if isinstance(step, Wait):
                 await self.held.later(member, now + timedelta(seconds=step.seconds))
                 return
+            await remember_reply(self._d, n, step)
             await publish_outcome(self._bus, n, step, job.correlation_id)
             await echo_outcome(self._d, n, step)
             await self.held.remove(member)

@@ -73,7 +73,7 @@ class ThreadSync:
 
     async def on_delivery_report(self, event: Envelope[DeliveryUpdated]) -> None:
         """A provider's report on a message, said in the case's thread when the message was an
-        agent's reply sent from there (remembered by `echo_outcome`); anything else is the
+        agent's reply sent from there (remembered by `remember_reply`); anything else is the
         timeline's alone."""
         report, replies = event.data, self.delivery.sent_replies
         verdict = FINAL_REPORTS.get(report.status)
@@ -114,16 +114,28 @@ class ThreadSync:
         log.warning("Slack thread not updated", extra={"ref": ref, "reason": result.reason})
 
 
-async def echo_outcome(d: Delivery, n: Notification, s: Settled) -> None:
-    """What became of an agent's reply to the customer, said in the case's thread, where
-    the agent wrote it. Never raises: the reply itself is settled either way."""
+def _reply_from_thread(d: Delivery, n: Notification) -> SlackPoster | None:
+    """Slack, when `n` is an agent's reply to the customer on a case with a thread."""
     slack = d.providers.get(Medium.SLACK)
     if (not isinstance(slack, SlackPoster) or not n.case_thread
             or n.audience != "customer" or n.event_type != "case.reply_added"):
-        return
-    if s.result.ok and s.route.medium is Medium.SMS:
-        await _remember(d, n.case_ref, n.case_thread, s)  # before the report can come back
-    if s.repeated:
+        return None
+    return slack
+
+
+async def remember_reply(d: Delivery, n: Notification, s: Settled) -> None:
+    """Where the provider's later report on a reply sent by SMS is to be said: called as soon
+    as it is settled, before its outcome is published, so the report cannot come first."""
+    if (_reply_from_thread(d, n) is not None and n.case_thread and s.result.ok
+            and s.route.medium is Medium.SMS):
+        await _remember(d, n.case_ref, n.case_thread, s)
+
+
+async def echo_outcome(d: Delivery, n: Notification, s: Settled) -> None:
+    """What became of an agent's reply to the customer, said in the case's thread, where
+    the agent wrote it. Never raises: the reply itself is settled either way."""
+    slack = _reply_from_thread(d, n)
+    if slack is None or not n.case_thread or s.repeated:
         return
     channel = MEDIUM_WORDS.get(s.route.medium, s.route.medium.value)
     outcome = "sent" if s.result.ok else "not delivered"

@@ -29,8 +29,11 @@ _AGENT = "SELECT handle, email, slack_user FROM users WHERE handle = $1 AND acti
 
 
 class CaseRecords:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float) -> None:
         self._pool = pool
+        # Waiting for a connection counts too: the read happens while a send is claimed,
+        # and a claim outliving its lease lets a peer send the same message.
+        self._timeout_s = timeout_s
 
     @classmethod
     async def open(cls, database_url: str, timeout_s: float) -> CaseRecords:
@@ -45,7 +48,7 @@ class CaseRecords:
                 "application_name": "casegate-notifier",
             },
         )
-        return cls(pool)
+        return cls(pool, timeout_s)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -56,7 +59,8 @@ class CaseRecords:
     async def recorded(self, keys: Sequence[str]) -> dict[str, Recorded]:
         """What case-store recorded for each of `keys` (keys it has no row for are absent)."""
         try:
-            rows = await self._pool.fetch(_DELIVERIES, list(keys))
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                rows = await conn.fetch(_DELIVERIES, list(keys))
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise RecordUnavailable(f"deliveries: {type(exc).__name__}") from exc
         return {
@@ -69,7 +73,8 @@ class CaseRecords:
     async def agent(self, handle: str) -> AgentContact | None:
         """An active agent's addresses, or None when there is no such agent."""
         try:
-            row = await self._pool.fetchrow(_AGENT, handle)
+            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                row = await conn.fetchrow(_AGENT, handle)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise RecordUnavailable(f"users: {type(exc).__name__}") from exc
         if row is None:
