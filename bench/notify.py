@@ -49,7 +49,10 @@ class NullLedger:
 
         return Claim.CLAIMED
 
-    async def mark_done(self, key: str) -> None:
+    async def mark_done(self, key: str, provider_message_id: str | None = None) -> None:
+        return None
+
+    async def sent_id(self, key: str) -> str | None:
         return None
 
     async def mark_failed(self, key: str, failure: Any = None) -> None:

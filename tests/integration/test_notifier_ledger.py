@@ -38,6 +38,12 @@ async def test_done_and_failed_are_remembered_for_the_ttl(
     await ledger.mark_done("sent")
     assert await ledger.claim("sent") is Claim.DONE
     assert 30 < await redis.ttl(ledger.key("sent")) <= 3600
+    assert await ledger.sent_id("sent") is None
+    await ledger.claim("texted")
+    await ledger.mark_done("texted", "SM42")  # the provider's id, for repeats to name
+    assert await ledger.claim("texted") is Claim.DONE
+    assert await ledger.sent_id("texted") == "SM42"
+    assert 30 < await redis.ttl(ledger.key("texted") + ":id") <= 3600
     await ledger.claim("bounced")
     await ledger.mark_failed("bounced")
     assert await ledger.claim("bounced") is Claim.FAILED

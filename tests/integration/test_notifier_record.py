@@ -124,9 +124,9 @@ async def test_the_record_reads_what_case_store_wrote(
     await db.execute("UPDATE deliveries SET status = 'failed' WHERE notification_key = 'e3/sms/+1'")
     found = await records.recorded(["e1/sms/+1", "e2/sms/+1", "e3/sms/+1", "e4/sms/+1"])
     assert found == {
-        "e1/sms/+1": Recorded(Claim.DONE),
+        "e1/sms/+1": Recorded(Claim.DONE, provider_message_id="SM1"),
         "e2/sms/+1": Recorded(Claim.FAILED, Failure("x", permanent=False)),
-        "e3/sms/+1": Recorded(Claim.DONE),  # it went out: never again
+        "e3/sms/+1": Recorded(Claim.DONE, provider_message_id="SM3"),  # it went out: never again
     }
     with pytest.raises(asyncpg.ReadOnlySQLTransactionError):  # read-only, whatever a bug tries
         await records._pool.execute("DELETE FROM deliveries")

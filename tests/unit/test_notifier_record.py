@@ -42,6 +42,7 @@ class Ledger:
     def __init__(self) -> None:
         self.state: dict[str, str] = {}
         self.why: dict[str, Failure] = {}
+        self.ids: dict[str, str] = {}
 
     async def claim(self, key: str) -> Claim:
         if key not in self.state:
@@ -49,8 +50,13 @@ class Ledger:
             return Claim.CLAIMED
         return Claim(self.state[key])
 
-    async def mark_done(self, key: str) -> None:
+    async def mark_done(self, key: str, provider_message_id: str | None = None) -> None:
         self.state[key] = "done"
+        if provider_message_id is not None:
+            self.ids[key] = provider_message_id
+
+    async def sent_id(self, key: str) -> str | None:
+        return self.ids.get(key)
 
     async def mark_failed(self, key: str, failure: Failure) -> None:
         self.state[key], self.why[key] = "failed", failure
@@ -114,12 +120,12 @@ def keys(n: Notification) -> tuple[str, str]:
 @pytest.mark.parametrize(
     ("status", "provider_message_id", "reason", "expected"),
     [
-        ("sent", "<m@x>", None, Recorded(Claim.DONE)),
+        ("sent", "<m@x>", None, Recorded(Claim.DONE, provider_message_id="<m@x>")),
         ("sent", None, None, Recorded(Claim.DONE)),
         # a provider's later report: it was sent all the same
-        ("delivered", "SM1", None, Recorded(Claim.DONE)),
-        ("undelivered", "SM1", "30003", Recorded(Claim.DONE)),
-        ("failed", "SM1", "30008", Recorded(Claim.DONE)),
+        ("delivered", "SM1", None, Recorded(Claim.DONE, provider_message_id="SM1")),
+        ("undelivered", "SM1", "30003", Recorded(Claim.DONE, provider_message_id="SM1")),
+        ("failed", "SM1", "30008", Recorded(Claim.DONE, provider_message_id="SM1")),
         # never left us: it ended there, no fallback now either
         ("failed", None, "gave up after 6.0h of temporary failures: smtp 451",
          Recorded(Claim.FAILED, Failure("gave up after 6.0h of temporary failures: smtp 451",
@@ -137,12 +143,14 @@ def test_a_record_row_reads_as_a_ledger_state(
 async def test_a_delivery_the_ledger_forgot_but_the_record_knows_is_not_sent_again() -> None:
     n = resolved()
     email_key, _ = keys(n)
-    d, ledger, email, sms = setup(Record({email_key: Recorded(Claim.DONE)}))
+    d, ledger, email, sms = setup(
+        Record({email_key: Recorded(Claim.DONE, provider_message_id="<first@x>")}))
     step = await deliver(d, n, NOW)
     assert isinstance(step, Settled) and step.repeated and step.result.ok
     assert step.route.medium is Medium.EMAIL
     assert email.sent == [] and sms.sent == []
-    assert ledger.state == {email_key: "done"}  # Redis is told again
+    assert ledger.state == {email_key: "done"}  # Redis is told again, with the provider's id
+    assert step.result.provider_message_id == "<first@x>"
 
 
 async def test_without_a_record_it_is_sent_once_and_the_record_is_read_once() -> None:
@@ -155,6 +163,8 @@ async def test_without_a_record_it_is_sent_once_and_the_record_is_read_once() ->
     again = await deliver(d, n, NOW)  # a redelivery: Redis remembers, the record is not asked
     assert isinstance(again, Settled) and again.repeated
     assert email.sent == ["ann@example.com"] and record.reads == 1
+    # The repeat names what the provider said the first time, not an id made up for it.
+    assert again.result.provider_message_id == step.result.provider_message_id == "smtp-1"
     assert ledger.state == {email_key: "done"}
 
 
@@ -210,11 +220,11 @@ class ForgetfulLedger(Ledger):
         super().__init__()
         self.resets = 1
 
-    async def mark_done(self, key: str) -> None:
+    async def mark_done(self, key: str, provider_message_id: str | None = None) -> None:
         if self.resets:
             self.resets -= 1
             raise ConnectionError("Connection reset by peer")
-        await super().mark_done(key)
+        await super().mark_done(key, provider_message_id)
 
 
 async def test_a_send_whose_ledger_write_fails_still_settles_and_is_never_sent_twice() -> None:

@@ -185,7 +185,8 @@ async def deliver(d: Delivery, n: Notification, since: datetime) -> Settled | Wa
             # again. Waiting on a lease is no failure, so it spends nothing.
             return Wait(float(d.ledger.lease_s), f"delivery {key} is claimed by another attempt")
         if claim is Claim.DONE:
-            message_id = message_id_for(key, n.case_ref or "digest", d.sender_domain)
+            message_id = await d.ledger.sent_id(key) or message_id_for(
+                key, n.case_ref or "digest", d.sender_domain)
             sent = SendResult.sent(message_id)
             return Settled(route, key, name, sent, True, failures, fallback_from)
         if claim is Claim.FAILED:
@@ -224,7 +225,7 @@ async def _recall(
     if found is None:
         return Claim.CLAIMED
     if found.claim is Claim.DONE:
-        await ledger.mark_done(key)
+        await ledger.mark_done(key, found.provider_message_id)
     else:
         await ledger.mark_failed(key, found.failure or Failure("failed on an earlier attempt"))
     return found.claim
@@ -253,7 +254,7 @@ async def _send_claimed(
         raise
     channel = route.medium.value
     if result.ok:
-        await _sent(d, key, circuit, admission.gate, n.case_ref)
+        await _sent(d, key, circuit, admission.gate, n.case_ref, result.provider_message_id)
         return result
     if admission.gate is Gate.PROBE and not result.temporary:
         await d.breaker.succeeded(circuit)  # it answered, even if only to refuse one address
@@ -277,14 +278,16 @@ async def _send_claimed(
     return Wait(delay, result.reason or "temporary failure")
 
 
-async def _sent(d: Delivery, key: str, circuit: str, gate: Gate, ref: str | None) -> None:
+async def _sent(
+    d: Delivery, key: str, circuit: str, gate: Gate, ref: str | None, provider_id: str | None
+) -> None:
     """The provider took it: from here nothing may raise, or a redelivery would send it again.
     A ledger that cannot be written keeps our claim until its lease ends; the outcome, still
     published, puts the send in case-store's record, which answers the redelivery then."""
     try:
         if gate is Gate.PROBE:
             await d.breaker.succeeded(circuit)
-        await d.ledger.mark_done(key)
+        await d.ledger.mark_done(key, provider_id)
     except Exception as exc:  # noqa: BLE001 - Redis, mostly: the send stands regardless
         log.warning("sent, but the dedupe ledger could not be written",
                     extra={"ref": ref, "key": key, "error": type(exc).__name__})

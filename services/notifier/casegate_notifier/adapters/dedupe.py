@@ -2,7 +2,7 @@
 
 States of `<prefix>:notify:<key>`: absent (nobody tried), "sending" (a send holds a lease and
 may still be running, or crashed: the lease expires), "done" (delivered; remembered for the
-TTL), "failed" (undeliverable; `<key>:why` keeps the reason, so a redelivery can repeat the
+TTL, with the provider's message id in `<key>:id` so a repeated outcome names it), "failed" (undeliverable; `<key>:why` keeps the reason, so a redelivery can repeat the
 same outcome or move on to the fallback channel). Claiming is one atomic script, one round trip.
 """
 
@@ -55,8 +55,20 @@ class DeliveryLedger:
         except ValueError:  # an unknown value is nobody's to overwrite: treat it as held
             return Claim.BUSY
 
-    async def mark_done(self, dedupe_key: str) -> None:
-        await self._redis.set(self.key(dedupe_key), Claim.DONE.value, ex=self._ttl_s)
+    async def mark_done(self, dedupe_key: str, provider_message_id: str | None = None) -> None:
+        if provider_message_id is None:
+            await self._redis.set(self.key(dedupe_key), Claim.DONE.value, ex=self._ttl_s)
+            return
+        # The id beside the state: a repeat's outcome names what the provider said, not a
+        # made-up id (case-store keeps a card's Slack thread and matches reports by it).
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self.key(dedupe_key)}:id", provider_message_id, ex=self._ttl_s)
+            pipe.set(self.key(dedupe_key), Claim.DONE.value, ex=self._ttl_s)
+            await pipe.execute()
+
+    async def sent_id(self, dedupe_key: str) -> str | None:
+        raw = await self._redis.get(f"{self.key(dedupe_key)}:id")
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     async def mark_failed(self, dedupe_key: str, failure: Failure | None = None) -> None:
         failure = failure or Failure("failed permanently on an earlier attempt")

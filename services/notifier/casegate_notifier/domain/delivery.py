@@ -120,7 +120,11 @@ class Ledger(Protocol):
 
     async def claim(self, key: str) -> Claim: ...
 
-    async def mark_done(self, key: str) -> None: ...
+    async def mark_done(self, key: str, provider_message_id: str | None = None) -> None: ...
+
+    async def sent_id(self, key: str) -> str | None:
+        """The provider's id for a delivery marked done, when it was given."""
+        ...
 
     async def mark_failed(self, key: str, failure: Failure) -> None: ...
 
@@ -135,6 +139,7 @@ class Recorded:
 
     claim: Claim  # DONE or FAILED
     failure: Failure | None = None
+    provider_message_id: str | None = None  # DONE: the provider's id, when it gave one
 
 
 def recorded_state(status: str, provider_message_id: str | None, reason: str | None) -> Recorded:
@@ -149,7 +154,7 @@ def recorded_state(status: str, provider_message_id: str | None, reason: str | N
     if status == "failed" and not provider_message_id:
         why = reason or "failed on an earlier attempt"
         return Recorded(Claim.FAILED, Failure(why, permanent=False))
-    return Recorded(Claim.DONE)
+    return Recorded(Claim.DONE, provider_message_id=provider_message_id)
 
 
 class RecordUnavailable(Exception):
