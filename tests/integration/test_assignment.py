@@ -27,7 +27,7 @@ from casegate_case_store.settings import Settings as CaseStoreSettings
 from casegate_case_store.store.users import Role, create_token, create_user
 from casegate_router.app import ASSIGNER
 from casegate_router.adapters.workload import Workload
-from casegate_router.assigning import Assigner, InFlight
+from casegate_router.assigning import SWEEP_BATCH, Assigner, InFlight
 from casegate_router.domain.policies import PolicyFiles, load_policies
 from casegate_router.app import init_app as init_router
 from casegate_router.settings import Settings as RouterSettings
@@ -357,3 +357,29 @@ async def test_a_case_to_assign_waits_for_an_unreachable_database_without_spendi
         assert waiting.value.seconds > 0
     finally:
         await workload.close()
+
+
+async def test_cases_that_must_wait_do_not_hide_the_ones_behind_them_from_the_sweep(
+    stack: Stack,
+) -> None:
+    """More urgent web forms than a sweep's page fill the queue's head, and ben, the only
+    agent on shift, is at his web form cap: the email behind them still goes to him."""
+    await stack.assigned_to(WAITING_BEFORE, "ben")
+    await stack.db.execute("UPDATE users SET active = false WHERE handle = 'ana'")
+    await stack.db.execute(
+        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, assignee_id) "
+        "SELECT 'CS-EEEE' || n, 900, 'webform', 'ben''s', 'open', 'support', "
+        "(SELECT id FROM users WHERE handle = 'ben') FROM generate_series(10, 14) n")
+    await stack.db.execute(
+        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, priority) "
+        "SELECT 'CS-FFF' || n, 900, 'webform', 'urgent', 'open', 'support', 'P1' "
+        "FROM generate_series(100, 100 + $1) n", SWEEP_BATCH)
+    email = "CS-GGGGG2"
+    await stack.db.execute(
+        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, priority) "
+        "VALUES ($1, 900, 'email', 'behind', 'open', 'support', 'P4')", email)
+    assert await stack.sweep() == 1
+    await stack.assigned_to(email, "ben")
+    assert await stack.db.fetchval(
+        "SELECT count(*) FROM cases WHERE ref LIKE 'CS-FFF%' AND assignee_id IS NULL"
+    ) == SWEEP_BATCH + 1

@@ -40,8 +40,9 @@ from casegate_shared.events import (
     envelope,
 )
 
-from .adapters.workload import Reader, Workload
-from .domain.policies import PoliciesProvider
+from .adapters.workload import QueueKey, Reader, Workload
+from .domain.policies import Policies, PoliciesProvider
+from .domain.teams import Team
 from .domain.team_queue import (
     Decided,
     Pending,
@@ -55,7 +56,8 @@ from .domain.team_queue import (
 log = logging.getLogger(__name__)
 
 SOURCE = "router"
-SWEEP_BATCH = 200  # cases per team and sweep; the rest wait for the next one
+SWEEP_BATCH = 200  # cases per page of a team's queue
+SWEEP_PAGES = 5  # pages per team and sweep; the rest wait for the next one
 IN_FLIGHT_S = 30.0  # case-store applies a decision in milliseconds; this covers a backlog
 DATABASE_RETRY_S = 5.0
 # The database is down or restarting, as opposed to a query that is wrong.
@@ -158,19 +160,29 @@ class Assigner:
                 return 0  # another replica is sweeping
             for name, team in current.teams.teams.items():
                 async with self._turns[name]:
-                    waiting = await reader.queued(name, SWEEP_BATCH)
-                    handles = [m.handle for m in team.members]
-                    load = await self._with_in_flight(reader, name, handles, set())
-                    # A case whose decision is on its way is not decided again.
-                    on_the_way = set(self.in_flight.refs())
-                    waiting = [c for c in waiting if c.ref not in on_the_way]
-                    if not waiting:
-                        continue
-                    decided = [d for d in hand_out(name, team, waiting, load,
-                                                   current.calendars, at) if not d.queued]
-                    # Published while the turn is held: the next sweep reads after them.
-                    await asyncio.gather(*(self._publish_swept(name, d, at) for d in decided))
-                    assigned += len(decided)
+                    assigned += await self._sweep_team(reader, name, team, current, at)
+        return assigned
+
+    async def _sweep_team(
+        self, reader: Reader, name: str, team: Team, current: Policies, at: datetime
+    ) -> int:
+        """Page through the team's queue: cases that must wait (every agent at the cap of
+        their channel, a skill nobody on shift has) do not hide those behind them."""
+        handles = [m.handle for m in team.members]
+        after: QueueKey | None = None
+        assigned = 0
+        for _ in range(SWEEP_PAGES):
+            load = await self._with_in_flight(reader, name, handles, set())
+            # A case whose decision is on its way is not decided again.
+            waiting, after = await reader.queue_page(
+                name, SWEEP_BATCH, after=after, skip=self.in_flight.refs())
+            decided = [d for d in hand_out(name, team, waiting, load, current.calendars, at)
+                       if not d.queued]
+            # Published while the turn is held: the next page and sweep count them.
+            await asyncio.gather(*(self._publish_swept(name, d, at) for d in decided))
+            assigned += len(decided)
+            if after is None:
+                break
         return assigned
 
     async def _with_in_flight(

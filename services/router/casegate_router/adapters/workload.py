@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import asyncpg
 
@@ -38,8 +39,10 @@ WHERE c.team = $1 AND c.assigned_at IS NOT NULL AND u.handle = ANY($2::text[])
 ORDER BY c.assigned_at DESC, c.id DESC LIMIT 1
 """
 # The rule's strategy counts only while the case is on the team that rule routed it to.
+# Pages follow the queue's order by its key ($4-$6, after the last case of the page before),
+# leaving out the cases ($7) whose decision is already on its way.
 _QUEUED = f"""
-SELECT c.ref, c.channel, c.tags,
+SELECT c.ref, c.channel, c.tags, c.priority, c.created_at, c.id,
        CASE WHEN r.team = c.team THEN r.note END AS note,
        (SELECT t.correlation_id FROM timeline_entries t WHERE t.case_id = c.id
         ORDER BY t.id LIMIT 1) AS correlation_id
@@ -53,9 +56,15 @@ LEFT JOIN LATERAL (
 ) r ON true
 WHERE c.team = $1 AND c.assignee_id IS NULL AND c.status IN ('new', 'open')
   AND c.merged_into_id IS NULL AND ($2::text IS NULL OR c.ref = $2)
+  AND ($4::text IS NULL OR (c.priority, c.created_at, c.id) > ($4, $5::timestamptz, $6::bigint))
+  AND c.ref <> ALL($7::text[])
 ORDER BY c.priority, c.created_at, c.id
 LIMIT $3
 """
+
+
+# Where a page of a team's queue ended: (priority, created_at, id), its sort key.
+QueueKey = tuple[str, datetime, int]
 
 
 class Reader:
@@ -89,14 +98,26 @@ class Reader:
     async def queued(self, team: str, limit: int, ref: str | None = None) -> list[QueuedCase]:
         """The team's waiting cases, most urgent then oldest first; with `ref`, that case
         if it still waits."""
-        rows = await self._conn.fetch(_QUEUED, team, ref, limit)
-        return [
+        cases, _ = await self.queue_page(team, limit, ref=ref)
+        return cases
+
+    async def queue_page(
+        self, team: str, limit: int, *, ref: str | None = None, after: QueueKey | None = None,
+        skip: Sequence[str] = (),
+    ) -> tuple[list[QueuedCase], QueueKey | None]:
+        """Up to `limit` waiting cases after `after`, leaving out `skip`, and the key to read
+        the next page after (None when this page was the last)."""
+        key = after or (None, None, None)
+        rows = await self._conn.fetch(_QUEUED, team, ref, limit, *key, list(skip))
+        cases = [
             QueuedCase(
                 r["ref"], Channel(r["channel"]), frozenset(r["tags"] or ()),
                 noted_strategy(r["note"]), r["correlation_id"],
             )
             for r in rows
         ]
+        last = rows[-1] if len(rows) == limit else None
+        return cases, (last["priority"], last["created_at"], last["id"]) if last else None
 
 
 class Workload:
