@@ -2,7 +2,7 @@
 Slack and Twilio stand-ins: a reply sent by SMS and then Twilio's delivery report, each said
 once in the thread however often the report comes; a bounce said there too; and the card's
 Reply button naming where a reply would go, first when the card is posted, then after the
-bounce changed it."""
+bounce changed it; and an older change arriving late, which never draws over a newer one."""
 
 from __future__ import annotations
 
@@ -215,3 +215,44 @@ async def test_a_stop_keyword_redraws_the_card_so_its_reply_no_longer_goes_by_sm
 
 async def _some(check: Any) -> bool:
     return await check() is not None
+
+
+async def test_an_older_change_arriving_late_is_said_in_the_thread_but_leaves_the_card_newer(
+    settings: Settings, publisher: Bus, slack: SlackStandIn
+) -> None:
+    """A stop keyword (timeline entry 20) is drawn first; a customer's message written before
+    it (entry 10, its snapshot still texting) comes later, as a retry would: it is posted in
+    the thread, and the card's Reply still goes by email."""
+    ref = new_case_ref()
+    thread = f"{TEAM_CHANNEL}:{CARD_TS}"
+    texts = sample_contact(preferred_channel=Channel.SMS, fallback=[Channel.SMS, Channel.EMAIL])
+    texting = sample_snapshot(ref=ref, channel=Channel.SMS, customer=texts, slack_thread=thread)
+    stopped = sample_snapshot(ref=ref, channel=Channel.SMS, slack_thread=thread,
+                              customer=texts.model_copy(update={"opted_out": [Channel.SMS]}))
+    newer = CaseUpdated(change=CaseChange.CONTACT_CHANGED, ref=ref, actor="customer",
+                        case=stopped, entry_id=20)
+    older = CaseUpdated(change=CaseChange.MESSAGE_ADDED, ref=ref, actor="customer",
+                        case=texting, entry_id=10, body="Any news on my refund?")
+
+    def via() -> str | None:
+        blocks = slack.posts[(TEAM_CHANNEL, CARD_TS)].get("blocks")
+        return reply_button_value(blocks).get("via") if blocks else None
+
+    async with outcomes(settings), notifier(settings):
+        await publisher.publish(envelope(newer, source="case-store", subject=ref,
+                                         routing_key="case.contact_changed"))
+
+        async def drawn() -> bool:
+            return via() == "email"
+
+        await eventually(drawn)
+        await publisher.publish(envelope(older, source="case-store", subject=ref,
+                                         routing_key="case.message_added"))
+
+        async def said() -> bool:
+            return bool(in_thread(slack, CARD_TS, "Any news on my refund?"))
+
+        await eventually(said)
+        await asyncio.sleep(0.5)  # room for the older redraw, were there one
+    assert reply_button_value(slack.posts[(TEAM_CHANNEL, CARD_TS)]["blocks"]) == {
+        "ref": ref, "via": "email", "to": "ann@example.com", "next": False}

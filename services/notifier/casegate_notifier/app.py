@@ -20,6 +20,7 @@ from casegate_shared.observability import add_ops_routes
 from . import handlers
 from .adapters.acklimit import AckLimiter
 from .adapters.breaker import CircuitBreaker
+from .adapters.card_versions import CardVersions
 from .adapters.dedupe import DeliveryLedger
 from .adapters.digest import DigestStore
 from .adapters.redis_persistence import check_persistence
@@ -109,6 +110,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             record=records,
             agents=records,
             sent_replies=SentReplies(redis, s.redis_prefix, s.dedupe_ttl_s),
+            card_versions=CardVersions(redis, s.redis_prefix, s.dedupe_ttl_s),
         )
         yield
     await redis.aclose()

@@ -26,6 +26,7 @@ from casegate_shared.bus import Bus
 from casegate_shared.events import NotificationOutcome, derived_event_id, envelope
 
 from .adapters.breaker import CircuitBreaker, Gate
+from .adapters.card_versions import CardVersions
 from .adapters.sent_replies import SentReplies
 from .domain.delivery import (
     Claim,
@@ -76,6 +77,7 @@ class Delivery:
     record: DeliveryRecord | None = None
     agents: AgentDirectory | None = None
     sent_replies: SentReplies | None = None  # which thread a reply's later reports go to
+    card_versions: CardVersions | None = None  # the newest change each Slack card drew
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,14 @@
 
 When a case that has a card (case-store keeps its `channel:ts` as the case's Slack thread)
 changes, the card is redrawn in place: assignee, status, priority, due times, buttons, and
-where a reply would go now (carried by the Reply button for its modal). A customer's new
-message is posted into the thread, and so is what became of an agent's reply to the customer:
-sent, or failed and why, and on which channel; later the provider's own report (delivered,
-undelivered), and a bounce of any email the case sent. Each step is claimed in the delivery
-ledger under a key derived from the event or report, so a redelivery does not post twice
-(Slack has no idempotency key of its own).
+where a reply would go now (carried by the Reply button for its modal). Changes arrive out of
+order (handled concurrently, retried later), so a redraw from a snapshot older than the one
+the card shows is skipped (`adapters/card_versions.py`, by the change's timeline entry id).
+A customer's new message is posted into the thread, and so is what became of an agent's reply
+to the customer: sent, or failed and why, and on which channel; later the provider's own
+report (delivered, undelivered), and a bounce of any email the case sent. Each step is
+claimed in the delivery ledger under a key derived from the event or report, so a redelivery
+does not post twice (Slack has no idempotency key of its own).
 """
 
 from __future__ import annotations
@@ -65,11 +67,24 @@ class ThreadSync:
             to = f" to {mask(change.reply_to)}" if change.reply_to else ""
             await self._once(f"thread:{event.id}:bounce", case.ref, self.slack.reply_in_thread(
                 case.slack_thread, case.ref, f"Email{to} bounced", author="casegate"))
+        if not await self._newest_for_card(change):
+            # A retry or a slower peer with an older snapshot: the card already shows newer.
+            log.debug("older card redraw skipped",
+                      extra={"ref": case.ref, "event": event.type, "entry_id": change.entry_id})
+            return
         # The redrawn card also says where a reply would go now (a bounce, a stop keyword or
         # new preferences can change that).
         reply_to = reply_destination(case, self.delivery.policy)
         await self._once(f"thread:{event.id}:card", case.ref,
                          self.slack.update_case(case, case.slack_thread, reply_to=reply_to))
+
+    async def _newest_for_card(self, change: CaseUpdated) -> bool:
+        """Whether this change's snapshot may be drawn: not older than what the card shows.
+        A change without its timeline entry id cannot be ordered, so it draws."""
+        versions = self.delivery.card_versions
+        if versions is None or change.entry_id is None:
+            return True
+        return await versions.advance(change.ref, change.entry_id)
 
     async def on_delivery_report(self, event: Envelope[DeliveryUpdated]) -> None:
         """A provider's report on a message, said in the case's thread when the message was an
