@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from casegate_case_store.settings import Settings as CaseStoreSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 GRACE_S = 7.0
@@ -109,6 +111,9 @@ async def main() -> int:
     pumps = []
     # intake reaches case-store (tracking page, threading explain) wherever it was put.
     os.environ.setdefault("CASEGATE_CASE_STORE_URL", f"http://127.0.0.1:{port_of('case-store')}")
+    # The router (workload for assignment) and the notifier (the delivery record, assignees'
+    # addresses) read case-store's database: the one `make migrate` made, unless told another.
+    os.environ.setdefault("CASEGATE_DATABASE_URL", CaseStoreSettings().database_url)
     for name, (script, _, _) in SERVICES.items():
         proc = await asyncio.create_subprocess_exec(
             str(BIN / script),
