@@ -72,7 +72,7 @@ def test_create_database_creates_once(scratch_url: str) -> None:
 def test_upgrade_reaches_head_and_running_it_again_changes_nothing(scratch_url: str) -> None:
     create_database(scratch_url)
     upgrade(scratch_url)
-    assert current_revision(scratch_url) == head() == "0004"
+    assert current_revision(scratch_url) == head() == "0005"
     assert TABLES <= tables(scratch_url)
     upgrade(scratch_url)
     assert current_revision(scratch_url) == head()

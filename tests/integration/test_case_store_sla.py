@@ -10,17 +10,22 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 from tests.conftest import eventually, free_port
 from tests.integration.test_case_store_service import Observer, running
 
+from casegate_case_store.clocks import apply_sla_decision
+from casegate_case_store.domain.cases import CaseStatus
+from casegate_case_store.domain.transitions import customer_returned
 from casegate_case_store.settings import Settings
+from casegate_case_store.store.changes import apply_status, lock_visible_any
 from casegate_case_store.store.db import create_pool
 from casegate_case_store.store.sla import SlaSweeper
 from casegate_shared.bus import Bus
-from casegate_shared.events import EscalationDecided, Priority, envelope
+from casegate_shared.events import EscalationDecided, Priority, SlaDecided, envelope
 from casegate_shared.settings import BusSettings
 
 SEED = """
@@ -175,6 +180,48 @@ async def test_a_clock_stopped_before_its_time_does_not_keep_the_sweeper_awake(
         assert await sweeper._until_next() == 7.0
         await db.execute("UPDATE cases SET first_response_at = NULL")  # running again: due now
         assert await sweeper._until_next() == 0.01
+    finally:
+        await pool.close()
+        await db.close()
+
+
+async def test_a_resumed_case_holds_its_clocks_until_the_routers_answer(clean_db: str) -> None:
+    """The wall-time shift of a wait can be early (a wait that began in working hours and
+    ended after them): until the router answers in working time, or the grace runs out, the
+    case neither warns nor breaches, and the sweeper does not spin on its overdue times."""
+    db = await asyncpg.connect(clean_db)
+    pool = await create_pool(clean_db, max_size=2)
+    try:
+        # Both times overdue even after the hour waited is added to them.
+        await seed(db, 1, warn_in=-7200, due_in=-5400)
+        await db.execute("UPDATE cases SET status = 'pending_customer', "
+                         "pending_since = now() - interval '1 hour'")
+        ref = await db.fetchval("SELECT ref FROM cases")
+        async with pool.acquire() as conn, conn.transaction():
+            case = await lock_visible_any(conn, ref)
+            assert case is not None
+            now = await conn.fetchval("SELECT now()")
+            stamp = customer_returned(CaseStatus.PENDING_CUSTOMER, now, now - timedelta(hours=1))
+            await apply_status(conn, case, stamp, None, "test")
+        hold = await db.fetchval("SELECT clocks_hold_until - clocks_resumed_at FROM cases")
+        assert hold == timedelta(minutes=30)
+        sweeper = SlaSweeper(pool, interval_s=7.0)
+        assert await sweeper.sweep_once() == 0  # held
+        assert await sweeper._until_next() == 7.0  # and not woken by the overdue times
+
+        # The answer moves the times into the future and ends the hold: still nothing due.
+        answer = SlaDecided(ref=ref, resumed_at=now, reason="test",
+                            first_response_warn_at=now + timedelta(hours=2),
+                            first_response_due=now + timedelta(hours=3))
+        await apply_sla_decision(pool, envelope(answer, source="router"))
+        assert await db.fetchval("SELECT clocks_hold_until FROM cases") is None
+        assert await sweeper.sweep_once() == 0
+
+        # No answer within the grace: the wall-time shift stands and the clocks fire.
+        await db.execute("UPDATE cases SET clocks_hold_until = now() - interval '1 second', "
+                         "first_response_warn_at = now() - interval '1 minute', "
+                         "first_response_due = now() - interval '1 second'")
+        assert await sweeper.sweep_once() == 2  # the warning, then the breach
     finally:
         await pool.close()
         await db.close()

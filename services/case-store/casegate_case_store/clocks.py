@@ -1,8 +1,9 @@
 """The router's business-time answer to a case that stopped waiting for the customer.
 
 When the wait ends, case-store moves the SLA clocks on by the wall time waited at once (so
-the sweeper never fires on a time from before the wait; until the answer that shift may be
-early or late, see docs/operations.md) and asks the router; the router, which owns the
+the sweeper never fires on a time from before the wait), holds them until the answer (that
+shift may be early as well as late; `changes.ANSWER_GRACE` at most) and asks the router;
+the router, which owns the
 regions' calendars, answers with the times counted in working time (`case.sla_decided`).
 The answer applies only to the resume it names: a case that paused again since, or was
 merged, keeps its own clocks. Raised warnings and breaches stay raised.
@@ -28,7 +29,8 @@ UPDATE cases SET
     first_response_warn_at = coalesce($3, first_response_warn_at),
     first_response_due = coalesce($4, first_response_due),
     resolution_warn_at = coalesce($5, resolution_warn_at),
-    resolution_due = coalesce($6, resolution_due)
+    resolution_due = coalesce($6, resolution_due),
+    clocks_hold_until = NULL
 WHERE id = $1 AND clocks_resumed_at = $2 AND pending_since IS NULL AND merged_into_id IS NULL
 RETURNING first_response_due, resolution_due
 """

@@ -183,9 +183,14 @@ async def record_contact_change(
     return refs
 
 
+# How long a resumed case's clocks wait for the router's answer in working time before the
+# wall-time shift counts (the router down or far behind).
+ANSWER_GRACE = "30 minutes"
+
 # A status change; when it ends a wait for the customer ($8 = when), every SLA time moves on
-# by the wall time waited, and the times as they stood before come back for `case.sla_resumed`.
-_STATUS = """
+# by the wall time waited, the clocks hold for the router's answer, and the times as they
+# stood before come back for `case.sla_resumed`.
+_STATUS = f"""
 WITH before AS (
     SELECT id, pending_since, sla_policy, region, priority, first_response_warn_at,
            first_response_due, resolution_warn_at, resolution_due,
@@ -200,7 +205,9 @@ UPDATE cases c SET status = $2, reason_code = coalesce($3, c.reason_code),
     first_response_due = c.first_response_due + coalesce(b.waited, interval '0'),
     resolution_warn_at = c.resolution_warn_at + coalesce(b.waited, interval '0'),
     resolution_due = c.resolution_due + coalesce(b.waited, interval '0'),
-    clocks_resumed_at = CASE WHEN b.waited IS NULL THEN c.clocks_resumed_at ELSE $8 END
+    clocks_resumed_at = CASE WHEN b.waited IS NULL THEN c.clocks_resumed_at ELSE $8 END,
+    clocks_hold_until = CASE WHEN b.waited IS NULL THEN c.clocks_hold_until
+                             ELSE $8::timestamptz + interval '{ANSWER_GRACE}' END
 FROM before b WHERE c.id = b.id
 RETURNING b.waited, b.pending_since, b.sla_policy, b.region, b.priority,
     b.first_response_warn_at, b.first_response_due, b.resolution_warn_at, b.resolution_due
@@ -211,8 +218,8 @@ async def apply_status(conn: asyncpg.Connection, case: LockedCase, stamp: Status
                        reason: str | None, correlation_id: str) -> None:
     """Set the status (a None reason keeps the current one). A change that ends a wait for
     the customer moves the SLA clocks on by the wall time waited at once, so the sweeper
-    never fires on a time from before the wait, and asks the router (`case.sla_resumed`) for the times in
-    business time of the case's region."""
+    never fires on a time from before the wait, holds them (`ANSWER_GRACE` at most) and asks
+    the router (`case.sla_resumed`) for the times in business time of the case's region."""
     row = await conn.fetchrow(
         _STATUS, case.id, stamp.status.value, reason, stamp.clear_resolved, stamp.resolved_at,
         stamp.closed_at, stamp.pending_since, stamp.resumed_at,

@@ -8,6 +8,8 @@ back to "not yet raised", and a raised clock is never raised again. Event ids de
 
 Clocks stand still while the case waits for the customer (`pending_customer`), and stop when
 they are met: the first public reply stops the first-response clock, resolution the other.
+Once the wait ends they hold until the router has counted it in working time (at most
+`changes.ANSWER_GRACE`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ SLA_EVENTS = Counter("casegate_sla_events_total", "SLA warnings and breaches rai
                      ["clock", "kind"])
 
 RUNNING = "status NOT IN ('pending_customer', 'resolved', 'closed') AND merged_into_id IS NULL"
+# A resumed case's clocks wait for the router's answer (store/changes.ANSWER_GRACE at most).
+UNHELD = "(clocks_hold_until IS NULL OR clocks_hold_until <= now())"
 STOPPED = {"first_response": "first_response_at IS NULL", "resolution": "resolved_at IS NULL"}
 
 
@@ -57,7 +61,7 @@ class Step:
         extra = f"AND {self.clock}_warned" if self.kind is CaseChange.SLA_BREACHED else ""
         return (
             f"WITH due AS (SELECT id FROM cases WHERE {self.at} <= now() AND {self.pending} "
-            f"{extra} ORDER BY {self.at} LIMIT $1 FOR UPDATE SKIP LOCKED) "
+            f"AND {UNHELD} {extra} ORDER BY {self.at} LIMIT $1 FOR UPDATE SKIP LOCKED) "
             f"UPDATE cases c SET {self.clock}_{flag} = true FROM due WHERE c.id = due.id "
             f"RETURNING c.id, c.ref, c.status, c.team, c.assignee_id, c.priority, "
             f"c.pending_since, c.customer_id, c.{self.clock}_due AS due_at"
@@ -67,10 +71,10 @@ class Step:
 STEPS = [Step(c, k) for c in ("first_response", "resolution")
          for k in (CaseChange.SLA_WARNING, CaseChange.SLA_BREACHED)]
 # Only clocks still to be raised count: a clock stopped by a reply before its warning time
-# must not keep the sweeper awake.
-_NEXT = "SELECT least({}) - now()".format(", ".join(
-    f"(SELECT min({step.at}) FROM cases WHERE {step.pending})" for step in STEPS
-))
+# must not keep the sweeper awake, nor a held one before its hold ends.
+_NEXT = "SELECT least({}, {}) - now()".format(", ".join(
+    f"(SELECT min({step.at}) FROM cases WHERE {step.pending} AND {UNHELD})" for step in STEPS
+), "(SELECT min(clocks_hold_until) FROM cases WHERE clocks_hold_until > now())")
 
 
 def _words(step: Step) -> str:
