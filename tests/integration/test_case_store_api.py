@@ -132,6 +132,29 @@ async def test_a_revoked_token_stops_working(
     assert (await client.call("GET", "/v1/cases", made["token"]))[0] == 401
 
 
+async def test_a_resolver_gives_back_only_their_own_case(
+    client: Client, tokens: dict[str, str], db: asyncpg.Connection
+) -> None:
+    case = await new_case(client, tokens)
+    ref = case["ref"]
+    status, _ = await client.call("POST", f"/v1/cases/{ref}/assignment", tokens["supervisor"],
+                                  {"assignee": "sue"})
+    assert status == 200
+    # remy sees the case (billing) but it is sue's: he may not take it off her.
+    status, body = await client.call("POST", f"/v1/cases/{ref}/assignment", tokens["resolver"],
+                                     {"unassign": True})
+    assert status == 403 and "assigned to themselves" in body["reason"]
+    assert await db.fetchval("SELECT u.handle FROM cases c JOIN users u ON u.id = c.assignee_id "
+                             "WHERE c.ref = $1", ref) == "sue"
+    # A case remy holds, remy may give back.
+    await db.execute("UPDATE cases SET assignee_id = (SELECT id FROM users WHERE handle = "
+                     "'remy') WHERE ref = $1", ref)
+    status, body = await client.call("POST", f"/v1/cases/{ref}/assignment", tokens["resolver"],
+                                     {"unassign": True})
+    assert status == 200, body
+    assert await db.fetchval("SELECT assignee_id FROM cases WHERE ref = $1", ref) is None
+
+
 ROLE_MATRIX: list[tuple[str, str, Json | None, set[str]]] = [
     ("GET", "/v1/cases", None, {"creator", "resolver", "supervisor", "admin"}),
     ("POST", "/v1/cases", NEW_CASE, {"creator", "supervisor", "admin"}),
@@ -141,6 +164,10 @@ ROLE_MATRIX: list[tuple[str, str, Json | None, set[str]]] = [
      {"resolver", "supervisor", "admin"}),
     ("POST", "/v1/cases/{ref}/priority", {"priority": "P1"}, {"resolver", "supervisor", "admin"}),
     ("POST", "/v1/cases/{ref}/merge", {"into": "CS-222222"}, {"supervisor", "admin"}),
+    ("POST", "/v1/cases/{ref}/participants", {"users": ["sue"]},
+     {"creator", "resolver", "supervisor", "admin"}),
+    ("POST", "/v1/cases/{ref}/participants", {"users": ["sue"], "role": "owner"},
+     {"supervisor", "admin"}),
     ("GET", "/v1/customers/1", None, {"supervisor", "admin"}),
     ("POST", "/v1/customers/1/erase", None, {"admin"}),
     ("GET", "/v1/reports/summary", None, {"supervisor", "admin"}),

@@ -158,7 +158,7 @@ def test_shipped_teams_file_loads_against_the_shipped_sla_file() -> None:
     sla = load_sla(ROOT / "config/sla.yaml")
     teams = load_teams(ROOT / "config/teams.yaml", {"regions": sla.regions})
     billing = teams.teams["billing"]
-    assert billing.slack_channel == "#billing" and billing.assignment is Strategy.SKILLS
+    assert billing.assignment is Strategy.SKILLS
     roster = billing.roster({"dora": {E: 2}})
     assert [(a.handle, a.total_open) for a in roster] == [("dora", 2), ("emil", 0)]
 
@@ -166,7 +166,6 @@ def test_shipped_teams_file_loads_against_the_shipped_sla_file() -> None:
 TEAMS = """\
 teams:
   billing:
-    slack_channel: "#billing"
     assignment: skills
     members:
       - {handle: dora, region: emea, caps: {email: 5}}
@@ -174,13 +173,13 @@ teams:
 """
 
 BAD_TEAMS = [
-    ("unknown region", "region: emea}", "region: mars}", "F:7: teams.billing.members[1].region: unknown region 'mars'"),
-    ("unknown strategy", "assignment: skills", "assignment: random", "F:4: teams.billing.assignment: Input should be"),
-    ("negative cap", "email: 5", "email: -1", "F:6: teams.billing.members[0].caps.email: Input should be greater"),
-    ("unknown channel cap", "email: 5", "fax: 5", "F:6: teams.billing.members[0].caps.fax.[key]: Input should be"),
+    ("unknown region", "region: emea}", "region: mars}", "F:6: teams.billing.members[1].region: unknown region 'mars'"),
+    ("unknown strategy", "assignment: skills", "assignment: random", "F:3: teams.billing.assignment: Input should be"),
+    ("negative cap", "email: 5", "email: -1", "F:5: teams.billing.members[0].caps.email: Input should be greater"),
+    ("unknown channel cap", "email: 5", "fax: 5", "F:5: teams.billing.members[0].caps.fax.[key]: Input should be"),
     ("same member twice", "handle: emil", "handle: dora", "F:2: teams.billing: dora is listed twice"),
-    ("bad slack channel", '"#billing"', '"billing team"', "F:3: teams.billing.slack_channel: String should match"),
-    ("upper case handle", "handle: emil", "handle: Emil", "F:7: teams.billing.members[1].handle: String should match"),
+    ("a channel belongs to the notifier", "assignment: skills", 'slack_channel: "#billing"\n    assignment: skills', "F:2: teams.billing: slack_channel: a team's channel and escalation group belong in the notifier's policy file"),
+    ("upper case handle", "handle: emil", "handle: Emil", "F:6: teams.billing.members[1].handle: String should match"),
 ]
 
 

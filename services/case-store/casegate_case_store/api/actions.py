@@ -115,10 +115,13 @@ async def assignment(call: Call[NoInput, AssignmentIn]) -> Done:
     want = call.body
     if want.team is None and want.assignee is None and not want.unassign:
         raise ApiError(422, "invalid", "name a team, an assignee, or unassign")
-    if Role.SUPERVISOR not in call.who.roles and Role.ADMIN not in call.who.roles:
-        if want.team is not None or (want.assignee not in (None, call.who.handle)):
-            raise ApiError(403, "forbidden", "a resolver may only claim a case for themselves")
+    steers = call.who.sees_everything  # supervisors and admins move cases between people
+    if not steers and (want.team is not None or want.assignee not in (None, call.who.handle)):
+        raise ApiError(403, "forbidden", "a resolver may only claim a case for themselves")
     async with case_for(call) as (conn, case):
+        if want.unassign and not steers and case.assignee_id != call.who.user_id:
+            raise ApiError(403, "forbidden",
+                           "a resolver may only give back a case assigned to themselves")
         assignee_id = None
         if want.assignee is not None:
             assignee_id = await conn.fetchval(
@@ -224,6 +227,10 @@ async def merge_into(conn: asyncpg.Connection, dup: LockedCase, target: LockedCa
 @api.route("POST", "/v1/cases/{ref}/participants", roles=WRITERS, tag="actions",
            body=ParticipantsIn, response=Done, summary="Add watchers (or owners, admins)")
 async def participants(call: Call[NoInput, ParticipantsIn]) -> Done:
+    if call.body.role != "watcher" and not call.who.sees_everything:
+        # Owners and administrators hear what only those responsible should: set by the
+        # supervisors, not by whoever can write on the case.
+        raise ApiError(403, "forbidden", f"only supervisors and admins add {call.body.role}s")
     async with case_for(call) as (conn, case):
         found = await conn.fetch(
             "SELECT id, handle FROM users WHERE handle = ANY($1::text[]) AND active",

@@ -22,8 +22,6 @@ Handle = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ]
 # A channel name as typed ("#billing") or a channel id ("C0123ABCD").
-_SLACK_CHANNEL = r"^(#[a-z0-9][a-z0-9_-]{0,79}|C[A-Z0-9]{6,})$"
-SlackChannel = Annotated[str, StringConstraints(strip_whitespace=True, pattern=_SLACK_CHANNEL)]
 
 
 def known_regions(info: ValidationInfo) -> frozenset[str] | None:
@@ -53,11 +51,22 @@ class Member(Strict):
         return Agent(self.handle, self.region, frozenset(self.skills), dict(self.caps), open_cases)
 
 
+# Where a team hears of its cases is the notifier's business (its policy file's `teams:` and
+# `escalation_group:`); named here they would be checked and then never used.
+_NOTIFIER_FIELDS = ("slack_channel", "escalation_group")
+
+
 class Team(Strict):
-    slack_channel: SlackChannel | None = Field(None, description="#name or channel id")
-    escalation_group: Name | None = Field(None, description="Who hears of this team's escalations")
     assignment: Strategy = Strategy.LEAST_OPEN
     members: list[Member] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_destinations(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (found := [f for f in _NOTIFIER_FIELDS if f in data]):
+            raise ValueError(f"{', '.join(found)}: a team's channel and escalation group belong "
+                             "in the notifier's policy file (config/notify.yaml, teams:)")
+        return data
 
     @model_validator(mode="after")
     def _unique_handles(self) -> Team:
