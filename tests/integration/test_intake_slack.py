@@ -7,10 +7,12 @@ bot's messages are skipped."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -21,6 +23,7 @@ from casegate_shared.events import AgentAction, Envelope, derived_event_id
 from casegate_shared.settings import BusSettings
 from tests.conftest import free_port
 from tests.integration.test_intake_twilio import Intake, start_intake
+from tests.support.tcp_proxy import HeldProxy
 from tests.standins.slack import (
     SlackStandIn,
     block_action,
@@ -170,6 +173,33 @@ async def test_broker_down_gives_503_and_leaves_the_retry_free_to_publish(
         await redis.aclose()
 
 
+async def test_a_retry_while_the_first_delivery_awaits_its_confirm_is_no_repeat(
+    bus_settings: BusSettings, slack: SlackStandIn, redis_url: str, key_prefix: str
+) -> None:
+    """Slack retries after 3 s; the first delivery may still be waiting for the broker, and
+    may yet fail. The retry must not be answered "seen" before the first was confirmed, or a
+    failed first would leave the note published by nobody."""
+    upstream = int(urlsplit(bus_settings.amqp_url).port or 5672)
+    async with HeldProxy(upstream).running() as proxy:
+        via_proxy = bus_settings.model_copy(update={
+            "amqp_url": bus_settings.amqp_url.replace(f":{upstream}/", f":{proxy.port}/")})
+        settings = slack_settings(slack, redis_url, key_prefix)
+        async with start_intake(via_proxy, **settings) as intake:
+            body = event_callback(thread_message("note"), event_id="Ev0SLOWCONF")
+            proxy.hold()  # the broker's confirms stop coming back
+            first = asyncio.create_task(post(intake, "/v1/slack/events", body, JSON))
+            await asyncio.sleep(0.5)
+            retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+            second = asyncio.create_task(post(intake, "/v1/slack/events", body, JSON,
+                                              extra=retry))
+            await asyncio.sleep(1.0)
+            assert not second.done(), "the retry was answered before anything was confirmed"
+            proxy.release()
+            assert (await first)[0] == 200 and (await second)[0] == 200
+            events = actions_of(await intake.events())
+    assert events and {e.id for e in events} == {derived_event_id("slack:Ev0SLOWCONF")}
+
+
 @pytest.mark.parametrize(
     "event",
     [
@@ -212,6 +242,29 @@ async def test_forged_stale_or_unsigned_events_are_403_and_publish_nothing(
     else:
         status = (await post(intake, "/v1/slack/events", body, JSON, **kw))[0]
     assert status == 403
+    assert await intake.events() == []
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "body"),
+    [
+        ("9" * 5000, b"{}"),  # too many digits for int()
+        ("\u00b2", b"{}"),  # a digit to str.isdigit(), not to int()
+        (None, b"\xff\xfe not utf-8"),  # the SDK decodes the body before comparing
+    ],
+    ids=["long_timestamp", "superscript_timestamp", "binary_body"],
+)
+@pytest.mark.parametrize("path", ["/v1/slack/events", "/v1/slack/interactivity"])
+async def test_unsigned_oddities_are_403_not_500(
+    intake: Intake, path: str, timestamp: str | None, body: bytes
+) -> None:
+    headers = {"Content-Type": JSON, "X-Slack-Signature": "v0=" + "0" * 64,
+               "X-Slack-Request-Timestamp": timestamp or str(int(time.time()))}
+    async with aiohttp.ClientSession() as http:
+        # aiohttp sends header values as latin-1: the superscript goes as its UTF-8 bytes.
+        raw = {k: v.encode().decode("latin-1") for k, v in headers.items()}
+        async with http.post(intake.url + path, data=body, headers=raw) as resp:
+            assert resp.status == 403, await resp.text()
     assert await intake.events() == []
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import multiprocessing as mp
 import random
 import unicodedata
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -153,6 +156,38 @@ def test_a_message_seen_twice_gets_the_same_key_and_one_without_an_id_its_digest
     long_id = "<" + "x" * 500 + "@example.com>"
     key = dedupe_key(long_id, b"one")
     assert key.startswith("email:mid-sha256:") and key == dedupe_key(long_id, b"two")
+
+
+ADVERSARIAL_BOUNCES = {
+    "addresses run together": "could not be delivered to " + "a@" * 10_000,
+    "endless domain": "could not be delivered to x@" + "a." * 10_000,
+    "exchange list": "Delivery has failed to these recipients or groups:\n" + "a@b" * 7_000,
+    "failed list": "following recipients failed: " + "a@a." * 5_000,
+}
+
+
+@pytest.mark.parametrize("body", ADVERSARIAL_BOUNCES.values(), ids=ADVERSARIAL_BOUNCES.keys())
+def test_a_bounce_written_to_make_the_address_patterns_backtrack_is_read_at_once(
+    body: str,
+) -> None:
+    """Anyone can make a mail look like a bounce; reading its text must not take minutes
+    (which would hold a mailbox's batch, and the explain endpoint's event loop)."""
+    raw = ("From: postmaster@example.com\nTo: support@example.test\n"
+           "Subject: Undeliverable: hello\nMessage-ID: <r1@x>\n\n" + body + "\n").encode()
+    # In a process of its own: a regular expression holds the interpreter until it is done,
+    # so only a process can be given up on (before the fix: about half an hour each).
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork")) as pool:
+        future = pool.submit(_is_bounce, raw)
+        try:
+            assert future.result(timeout=10)
+        except FuturesTimeout:
+            for worker in pool._processes.values():  # noqa: SLF001 - stop the runaway parse
+                worker.kill()
+            raise AssertionError("parsing did not finish in 10 s") from None
+
+
+def _is_bounce(raw: bytes) -> bool:
+    return parse_mail(raw, OWN).verdict.bounce is not None
 
 
 # --- damaged input never raises --------------------------------------------------------------

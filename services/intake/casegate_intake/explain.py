@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from .domain.mail import parse_mail, to_message
-from .http import SETTINGS
+from .http import SETTINGS, Refused, read_body
 from .tracking import CASE_STORE
 
 log = logging.getLogger(__name__)
@@ -28,14 +28,14 @@ async def explain(request: web.Request) -> web.Response:
         return _error(415, "unsupported_media_type", "send the raw message as message/rfc822")
     if "Authorization" not in request.headers:
         return _error(401, "unauthenticated", "a bearer token is required")
-    if request.content_length is not None and request.content_length > MAX_BYTES:
-        return _error(413, "too_large", f"messages are explained up to {MAX_BYTES} bytes")
-    raw = await request.content.read(MAX_BYTES + 1)
-    if len(raw) > MAX_BYTES:
+    try:
+        raw = await read_body(request, MAX_BYTES)
+    except Refused:
         return _error(413, "too_large", f"messages are explained up to {MAX_BYTES} bytes")
     own = frozenset(a.strip().lower() for a in
                     request.app[SETTINGS].imap_own_addresses.split(",") if a.strip())
-    mail = parse_mail(raw, own)
+    # Off the event loop: a large HTML mail takes a good part of a second to parse.
+    mail = await asyncio.to_thread(parse_mail, raw, own)
     message = to_message(mail, dedupe_key="explain", mailbox="explain",
                          received_at=datetime.now(UTC), attachments=[])
     store = request.app[CASE_STORE]
@@ -51,7 +51,10 @@ async def explain(request: web.Request) -> web.Response:
             status = resp.status
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return _error(503, "unavailable", "case-store cannot be reached", retry=True)
-    answer = json.loads(body) if body else {}
+    try:
+        answer = json.loads(body) if body else {}
+    except ValueError:  # a proxy's error page, say
+        return _error(502, "bad_gateway", f"case-store answered {status} with no JSON")
     if status == 200:
         answer["parsed"] = {"kind": mail.verdict.kind.value, "reason": mail.verdict.reason,
                             "message_id": mail.message_id, "case_ref": mail.case_ref}

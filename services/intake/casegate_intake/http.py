@@ -49,6 +49,19 @@ class Refused(Exception):
     fields: dict[str, str] = field(default_factory=dict)
 
 
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The raw body (signatures cover raw bytes), refused past `max_bytes` without reading on."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        size = request.content_length
+        raise Refused(413, "too_large", f"body of {size} bytes exceeds {max_bytes}")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > max_bytes:
+            raise Refused(413, "too_large", f"body exceeds {max_bytes} bytes")
+    return bytes(body)
+
+
 async def read_fields(request: web.Request, max_bytes: int) -> dict[str, object]:
     """The submitted fields of a JSON object or an HTML form (first value of each name)."""
     ctype = request.content_type

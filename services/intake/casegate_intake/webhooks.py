@@ -38,7 +38,7 @@ from casegate_shared.observability import correlated
 
 from .adapters import Forbidden, Invalid, slack, slack_reply, twilio_sms
 from .domain.sms import sms_keyword
-from .http import BUS, RETRY_AFTER_S, SETTINGS, Refused
+from .http import BUS, RETRY_AFTER_S, SETTINGS, Refused, read_body
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,6 @@ SLACK = web.AppKey("slack", SlackDeps)
 
 
 # --- shared steps ---------------------------------------------------------------------
-
-
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The raw body (signatures cover raw bytes), refused past `max_bytes` without reading on."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        size = request.content_length
-        raise Refused(413, "too_large", f"body of {size} bytes exceeds {max_bytes}")
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > max_bytes:
-            raise Refused(413, "too_large", f"body exceeds {max_bytes} bytes")
-    return bytes(body)
 
 
 def form_fields(request: web.Request, body: bytes) -> MultiDictProxy[str]:
@@ -224,16 +211,21 @@ async def twilio_status(request: web.Request) -> web.Response:
 
 async def _publish_action_once(request: web.Request, action: AgentAction, route: str) -> None:
     """Publish unless a retry of it is already through (Redis fast path; the dedupe key in
-    case-store's inbox stays the authority, so Redis being away only costs a repeat)."""
+    case-store's inbox stays the authority, so Redis being away only costs a repeat).
+
+    "Through" means confirmed: the key is written after the broker's confirm, never before.
+    Slack retries after 3 s, while a publish may take longer and then fail; a retry told
+    "seen" meanwhile would be the last Slack sends, and the action would be lost. Two
+    deliveries in flight together both publish, with one event id, applied once."""
     deps = request.app[SLACK]
     key = f"{request.app[SETTINGS].redis_prefix}:slack:seen:{action.dedupe_key}"
     ttl = request.app[SETTINGS].slack_dedupe_ttl_s
-    claimed = True
+    seen = False
     try:
-        claimed = bool(await deps.redis.set(key, "1", nx=True, ex=ttl))
+        seen = bool(await deps.redis.exists(key))
     except (RedisError, OSError) as exc:
         log.warning("slack dedupe unavailable, publishing anyway", extra={"error": repr(exc)})
-    if not claimed:
+    if seen:
         retry = request.headers.get("X-Slack-Retry-Num")
         log.info("slack repeat ignored", extra={"dedupe_key": action.dedupe_key, "retry": retry})
         WEBHOOKS.labels(route, "repeat").inc()
@@ -245,14 +237,11 @@ async def _publish_action_once(request: web.Request, action: AgentAction, route:
         subject=action.ref,
         event_id=derived_event_id(action.dedupe_key),
     )
+    await publish(request.app, event)  # Refused: 503, and Slack's retry publishes it
     try:
-        await publish(request.app, event)
-    except Refused:
-        try:  # let the provider's retry publish it
-            await deps.redis.delete(key)
-        except (RedisError, OSError):
-            pass
-        raise
+        await deps.redis.set(key, "1", ex=ttl)
+    except (RedisError, OSError) as exc:
+        log.warning("slack dedupe not recorded", extra={"error": repr(exc)})
     WEBHOOKS.labels(route, "accepted").inc()
     log.info(
         "agent action accepted",

@@ -71,9 +71,14 @@ def verify(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str])
     signature = headers.get("X-Slack-Signature")
     if not timestamp or not signature:
         raise Forbidden("Slack signature headers are missing")
-    if not timestamp.isdigit():
+    # ASCII digits, and few: str.isdigit() also takes "²", which int() refuses.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         raise Forbidden("X-Slack-Request-Timestamp is not a number")
-    if not verifier.is_valid(body, timestamp, signature):
+    try:
+        valid = verifier.is_valid(body, timestamp, signature)
+    except (ValueError, UnicodeDecodeError):  # the SDK decodes the body before comparing
+        valid = False
+    if not valid:
         raise Forbidden("Slack signature does not match or is older than five minutes")
 
 

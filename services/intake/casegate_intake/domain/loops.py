@@ -208,7 +208,10 @@ def classify(mail: MailSignals, own_addresses: frozenset[str] = frozenset()) -> 
 
 # --- what a bounce says -------------------------------------------------------------------
 
-_ADDRESS = r"[^\s<>()\"';,]+@[^\s<>()\"';,]+\.[A-Za-z0-9-]+"
+# Bounded, and with no "@" or "." on both sides of the ones that must be there: anyone can make
+# a mail look like a bounce, and an address pattern that can match its own separators in many
+# ways backtracks for minutes over a body of "a@a@a@…".
+_ADDRESS = (r"[^\s<>()\"';,@]{1,64}@(?:[^\s<>()\"';,@.]{1,63}\.){1,8}[A-Za-z0-9-]{1,63}")
 _TEXT_RECIPIENT = (
     re.compile(rf"Your message to ({_ADDRESS}) couldn't be delivered", re.I),
     re.compile(rf"Delivery has failed to these recipients or groups:\s*(?:.*?)({_ADDRESS})",
