@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -39,6 +40,7 @@ from tests.support.dovecot import (  # noqa: F401 - fixtures
     kick,
     running_dovecot,
 )
+from tests.support.tcp_proxy import HeldProxy
 
 PROCESSED = b"$CasegateProcessed"
 QUIET_S = 1.0
@@ -257,6 +259,35 @@ async def test_idle_is_reissued_and_mail_still_arrives(
         await eventually(until(lambda: len(seen.events) == 1), timeout=5)
 
 
+async def test_mail_arriving_during_a_batch_is_taken_in_before_idling(
+    settings: Settings, bus_settings: BusSettings, dovecot: Dovecot, imap_folder: str  # noqa: F811
+) -> None:
+    """Mail that arrives while a batch is being handled is announced (`* N EXISTS`) in the
+    server's answer to the batch's FETCH or STORE, and not again once the watcher idles: it
+    must not wait for the IDLE renewal (24 min by default)."""
+    upstream = int(urlsplit(bus_settings.amqp_url).port or 5672)
+    async with HeldProxy(upstream).running() as proxy, observe(bus_settings) as seen:
+        slow = settings.model_copy(update={
+            "amqp_url": settings.amqp_url.replace(f":{upstream}/", f":{proxy.port}/")})
+        bus = Bus(slow, source="intake")
+        await bus.connect()
+        watcher = MailboxWatcher(slow, bus)
+        try:
+            await watcher.start()
+            await asyncio.sleep(1.0)  # idling on the empty folder
+            proxy.hold()  # a slow broker: mail 1's confirm does not come back yet
+            append(dovecot, imap_folder, [mail(1)])
+            await asyncio.sleep(1.5)
+            append(dovecot, imap_folder, [mail(2)])  # while mail 1's batch is still busy
+            await asyncio.sleep(0.5)
+            proxy.release()
+            await eventually(until(lambda: len(seen.events) == 2), timeout=8)
+            await eventually(until(lambda: not unprocessed(dovecot, imap_folder)), timeout=5)
+        finally:
+            await watcher.stop()
+            await bus.close()
+
+
 async def test_a_dropped_connection_reconnects_and_reads_on(
     settings: Settings, bus_settings: BusSettings, dovecot: Dovecot, imap_folder: str  # noqa: F811
 ) -> None:
@@ -269,6 +300,25 @@ async def test_a_dropped_connection_reconnects_and_reads_on(
         await eventually(until(lambda: metric(failures, mailbox=name) > before), timeout=15)
         append(dovecot, imap_folder, [mail(1)])
         await eventually(until(lambda: len(seen.events) == 1), timeout=15)
+
+
+async def test_reconnects_back_off_while_a_session_keeps_failing(
+    settings: Settings, dovecot: Dovecot, imap_folder: str, tmp_path: Path  # noqa: F811
+) -> None:
+    """A failure after the folder opened (here the attachment cannot be stored, so the session
+    ends with the mail unmarked) must not reconnect and re-fetch twice a second forever:
+    waits that double from half a second allow at most five sessions in six seconds."""
+    unwritable = tmp_path / "blobs-is-a-file"
+    unwritable.write_bytes(b"")
+    name = dovecot.mailbox_name(imap_folder)
+    failures = "casegate_intake_imap_session_failures_total"
+    before = metric(failures, mailbox=name)
+    append(dovecot, imap_folder, [mail(1, attach=b"%PDF-1.4 receipt")])
+    async with watching(settings, imap_backoff_max_s=30, blob_dir=str(unwritable)):
+        await asyncio.sleep(6.0)
+    failed = metric(failures, mailbox=name) - before
+    assert 3 <= failed <= 5, f"{failed} failed sessions in 6 s"
+    assert unprocessed(dovecot, imap_folder) != []
 
 
 async def test_a_server_without_idle_is_polled(
@@ -288,6 +338,38 @@ async def test_a_server_without_idle_is_polled(
             append(server, "polled", [mail(1), mail(2)])
             await eventually(until(lambda: len(seen.events) == 2), timeout=10)
             await eventually(until(lambda: not unprocessed(server, "polled")), timeout=10)
+
+
+@pytest.mark.parametrize("uidplus", [True, False], ids=["uidplus", "no-uidplus"])
+async def test_a_server_without_move_gets_copy_and_delete(
+    bus_settings: BusSettings, redis_url: str, key_prefix: str, tmp_path: Path, uidplus: bool
+) -> None:
+    """No MOVE: processed mail is copied, flagged deleted and (with UIDPLUS) expunged, once,
+    never published again; without UIDPLUS it stays deleted in place for the next expunge."""
+    caps = "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE" + (" UIDPLUS" if uidplus else "")
+    with running_dovecot(f"imap_capability = {caps}\n") as server:
+        with server.client() as client:
+            assert b"MOVE" not in client.capabilities()
+            client.create_folder("nomove")
+        settings = Settings(
+            **bus_settings.model_dump(), imap_mailboxes=server.url("nomove"), redis_url=redis_url,
+            redis_prefix=key_prefix, imap_processed_folder="nomove-done", blob_dir=str(tmp_path),
+        )
+        failures = "casegate_intake_imap_session_failures_total"
+        before = metric(failures, mailbox=server.mailbox_name("nomove"))
+        append(server, "nomove", [mail(1)])
+        async with observe(bus_settings) as seen, watching(settings):
+            await eventually(until(lambda: count(server, "nomove-done") == 1), timeout=10)
+            await asyncio.sleep(QUIET_S * 2)
+        assert len(seen.events) == 1 and count(server, "nomove-done") == 1
+        assert metric(failures, mailbox=server.mailbox_name("nomove")) == before
+        with server.client() as client:
+            client.select_folder("nomove", readonly=True)
+            left = client.search("ALL")
+            if uidplus:
+                assert left == []
+            else:
+                assert left and client.search("DELETED") == left
 
 
 # --- the broker cannot confirm ---------------------------------------------------------

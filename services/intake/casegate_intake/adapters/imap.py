@@ -8,7 +8,7 @@ outage at any point means the message is simply taken in again later; the dedupe
 across replicas and restarts, lets case-store apply it once. imapclient blocks, so each
 mailbox runs its IMAP calls in a thread of its own and the event loop never waits on IMAP.
 Mail is awaited with IDLE (re-issued before the server's 30-minute limit) or polled where the
-server lacks IDLE; a dropped connection reconnects with backoff.
+server lacks IDLE; a failed session reconnects with a backoff that only a finished look resets.
 """
 
 from __future__ import annotations
@@ -164,15 +164,16 @@ class _MailboxRunner:
         self._client = client
         try:
             idle = await self._call(ops.open_folder, client, self.mailbox, self.w.marking)
-            self._delay = 0.5
             while self.lease.held:
                 try:
-                    await self._scan(client)
+                    await self._take_in(client)
                 except (BusUnavailable, PublishError) as exc:
                     log.warning("broker did not confirm, mail stays unprocessed",
                                 extra=self._log(error=repr(exc)[:300]))
                     await self._back_off()
                     continue
+                # Not earlier: a session that fails after opening the folder (a mark the
+                # server refuses) would otherwise reconnect and republish at the shortest delay.
                 self._delay = 0.5
                 await self._wait(client, idle)
         finally:
@@ -180,9 +181,24 @@ class _MailboxRunner:
             if not self._stopping:  # stopping shut the socket already; nothing to say
                 await self._call(ops.logout, client)
 
-    async def _scan(self, client: IMAPClient) -> None:
-        """Take in everything not yet processed, oldest first, one batch at a time."""
+    async def _take_in(self, client: IMAPClient) -> None:
+        """Look until a look finds nothing new. Mail that arrives during a batch is announced
+        (`* N EXISTS`) in the server's answer to our FETCH or STORE, which imapclient does not
+        pass on, and is not announced again in IDLE: only another look finds it. Messages
+        still pending from the look before (a mark the server did not keep) are not new, so
+        they cannot keep this looking."""
+        seen: set[int] = set()
+        while self.lease.held:
+            found = await self._scan(client)
+            if found <= seen:
+                return
+            seen |= found
+
+    async def _scan(self, client: IMAPClient) -> set[int]:
+        """Take in everything not yet processed, oldest first, one batch at a time; the UIDs
+        that were pending when it looked."""
         uidvalidity, pending = await self._call(ops.pending, client, self.mailbox, self.w.marking)
+        found = set(pending)
         if self._uidvalidity not in (None, uidvalidity):
             # The folder was recreated: its UIDs name other messages. Every message without
             # our mark is taken in again; the Message-ID dedupe key makes a repeat a no-op.
@@ -194,10 +210,11 @@ class _MailboxRunner:
         fetch = partial(self._call, ops.fetch, client, meta=pending,
                         max_bytes=self.w.limits.message_bytes)
         take = partial(deliver, bus=self.w.bus, mailbox=self.mailbox.name,
-                       own_addresses=self.w.own, blobs=self.w.blobs, limits=self.w.limits, open_part=partial(stream_part, self._call, client))
+                       own_addresses=self.w.own, blobs=self.w.blobs, limits=self.w.limits,
+                       open_part=partial(stream_part, self._call, client))
         for batch in ops.batches(pending, self.w.settings.imap_batch):
             if not self.lease.held:
-                return
+                return found
             fetched = await fetch(batch)
             # Publish the batch concurrently so confirms overlap, then mark what was confirmed.
             results = await asyncio.gather(*(take(f) for f in fetched), return_exceptions=True)
@@ -214,6 +231,7 @@ class _MailboxRunner:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
+        return found
 
     async def _wait(self, client: IMAPClient, idle: bool) -> None:
         """Until new mail may have arrived: IDLE where offered, else one poll interval."""

@@ -13,7 +13,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from imapclient import IMAPClient
+from imapclient import DELETED, IMAPClient
 
 from .imap_config import Mailbox, Marking
 from .imap_large import fetch_large
@@ -94,14 +94,28 @@ def fetch(client: IMAPClient, uids: list[int], *, meta: Meta, max_bytes: int) ->
 def mark(client: IMAPClient, marking: Marking, processed: list[int], failed: list[int]) -> None:
     if processed:
         if marking.processed_folder:
-            client.move(processed, marking.processed_folder)
+            move(client, processed, marking.processed_folder)
         else:
             client.add_flags(processed, [marking.processed_flag], silent=True)
     if failed:
         if marking.failed_folder:
-            client.move(failed, marking.failed_folder)
+            move(client, failed, marking.failed_folder)
         else:
             client.add_flags(failed, [marking.failed_flag], silent=True)
+
+
+def move(client: IMAPClient, uids: list[int], folder: str) -> None:
+    """MOVE where the server offers it, else what RFC 6851 gives as its equivalent: COPY,
+    \\Deleted (which already keeps the messages out of the pending search), UID EXPUNGE of
+    just these messages. Without UIDPLUS they stay \\Deleted until the folder's next expunge:
+    a plain EXPUNGE would also erase what other clients marked deleted."""
+    if client.has_capability("MOVE"):
+        client.move(uids, folder)
+        return
+    client.copy(uids, folder)
+    client.add_flags(uids, [DELETED], silent=True)
+    if client.has_capability("UIDPLUS"):
+        client.uid_expunge(uids)
 
 
 def idle_wait(client: IMAPClient, timeout: float) -> bool:
