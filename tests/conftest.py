@@ -163,6 +163,14 @@ def redis_url(infrastructure: None) -> Iterator[str]:
     asyncio.run(_delete_redis_keys(REDIS_URL, RUN_ID))
 
 
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the tests' Redis database that answers str."""
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
 async def _delete_redis_keys(url: str, run_id: str) -> None:
     client = aioredis.from_url(url)
     try:

@@ -4,7 +4,6 @@ older than the one it shows, and remembers it for the TTL."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -13,13 +12,6 @@ from casegate_notifier.adapters.card_versions import CardVersions
 from tests.conftest import RUN_ID
 
 REF = "CS-7K3M9Q"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

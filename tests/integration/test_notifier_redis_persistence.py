@@ -5,7 +5,6 @@ are tolerated."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,13 +15,6 @@ from redis.exceptions import ResponseError
 from casegate_notifier.adapters.redis_persistence import Persistence, check_persistence
 
 LOGGER = "casegate_notifier.adapters.redis_persistence"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 class Server:

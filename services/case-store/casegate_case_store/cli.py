@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import yaml
@@ -14,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .settings import Settings
 from .store.migrations import create_database, current_revision, describe, plain_url, upgrade
-from .store.users import Role, RosterSync, create_token, create_user, sync_roster
+from .store.users import Role, create_token, create_user, sync_roster
+
+T = TypeVar("T")
 
 
 def _create(_: argparse.Namespace) -> int:
@@ -44,20 +48,25 @@ def _upgrade(_: argparse.Namespace) -> int:
     return 0
 
 
-async def _new_token(url: str, handle: str, roles: list[Role], teams: list[str]) -> str:
+async def _on_database(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     conn = await asyncpg.connect(plain_url(url))
     try:
-        async with conn.transaction():
-            user_id = await create_user(conn, handle, handle, roles, teams=teams)
-            _, token = await create_token(conn, user_id, f"cli:{handle}")
-            await conn.execute(
-                "INSERT INTO audit_log (action, target, detail) VALUES ('token.create', $1, "
-                "jsonb_build_object('via', 'cli', 'roles', $2::text[]))",
-                f"user:{handle}", [r.value for r in roles],
-            )
-        return token
+        return await work(conn)
     finally:
         await conn.close()
+
+
+async def _new_token(conn: asyncpg.Connection, handle: str, roles: list[Role],
+                     teams: list[str]) -> str:
+    async with conn.transaction():
+        user_id = await create_user(conn, handle, handle, roles, teams=teams)
+        _, token = await create_token(conn, user_id, f"cli:{handle}")
+        await conn.execute(
+            "INSERT INTO audit_log (action, target, detail) VALUES ('token.create', $1, "
+            "jsonb_build_object('via', 'cli', 'roles', $2::text[]))",
+            f"user:{handle}", [r.value for r in roles],
+        )
+    return token
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -65,7 +74,8 @@ def _token(args: argparse.Namespace) -> int:
     roles = [Role(r) for r in args.role]
     teams = [t.strip() for t in (args.teams or "").split(",") if t.strip()]
     try:
-        token = asyncio.run(_new_token(url, args.name, roles, teams))
+        token = asyncio.run(_on_database(
+            url, lambda conn: _new_token(conn, args.name, roles, teams)))
     except Exception as exc:
         print(f"cannot create a token in {describe(url)}: {exc}", file=sys.stderr)
         return 1
@@ -132,19 +142,11 @@ def read_roster(path: Path) -> dict[str, list[str]]:
                          f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']}") from None
 
 
-async def _sync(url: str, teams_of: dict[str, list[str]]) -> RosterSync:
-    conn = await asyncpg.connect(plain_url(url))
-    try:
-        return await sync_roster(conn, teams_of)
-    finally:
-        await conn.close()
-
-
 def _users_sync(args: argparse.Namespace) -> int:
     url = Settings().database_url
     try:
         teams_of = read_roster(Path(args.file))
-        done = asyncio.run(_sync(url, teams_of))
+        done = asyncio.run(_on_database(url, lambda conn: sync_roster(conn, teams_of)))
     except ValueError as exc:
         print(f"casegate users sync: {exc}", file=sys.stderr)
         return 2
