@@ -35,6 +35,7 @@ from casegate_shared.bus import Bus, Defer
 from casegate_shared.events import AssignmentDecided, envelope
 from casegate_shared.settings import BusSettings
 from tests.conftest import ROOT, eventually, free_port
+from tests.support.bus_events import published
 from tests.integration.test_case_store_service import (
     Observer,
     consumed,
@@ -341,7 +342,7 @@ async def test_a_sweep_offers_a_case_again_after_case_store_refused_it_at_the_ca
 
 
 async def test_a_case_to_assign_waits_for_an_unreachable_database_without_spending_retries(
-    publisher: Bus,
+    publisher: Bus, bus_settings: BusSettings,
 ) -> None:
     closed = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     workload = await Workload.open(closed)
@@ -355,6 +356,17 @@ async def test_a_case_to_assign_waits_for_an_unreachable_database_without_spendi
         with pytest.raises(Defer, match="case-store's database: ") as waiting:
             await assigner.answer(cause, "CS-DDDDD2", "support")
         assert waiting.value.seconds > 0
+        # On a Saturday nobody could take it anyway: that is said without the database.
+        night = Assigner(publisher, lambda: policies, workload, Clock(SATURDAY))
+        async with published(bus_settings, "case.assignment_decided") as seen:
+            await night.answer(cause, "CS-DDDDD2", "support")
+
+            async def said() -> bool:
+                return len(seen) == 1
+
+            await eventually(said)
+        assert (seen[0]["data"]["assignee"], seen[0]["data"]["reason"]) == (
+            None, "no agent of the team is on shift")
     finally:
         await workload.close()
 

@@ -41,6 +41,7 @@ from casegate_shared.events import (
 )
 
 from .adapters.workload import QueueKey, Reader, Workload
+from .domain.assignment import NOBODY_ON_SHIFT, anyone_on_shift
 from .domain.policies import Policies, PoliciesProvider
 from .domain.teams import Team
 from .domain.team_queue import (
@@ -133,6 +134,16 @@ class Assigner:
         current = self.policies()
         config = current.teams.teams.get(team)
         handles = [m.handle for m in config.members] if config else []
+        event_id = derived_event_id(AssignmentDecided.event_type, cause.id)
+        if config is not None and config.members and not anyone_on_shift(
+            (m.region for m in config.members), current.calendars, self.clock()
+        ):
+            # Nights and weekends: no reading case-store's workload to learn that nobody can
+            # take it. case-store applies the note only while the case still waits.
+            waits = AssignmentDecided(ref=ref, team=team, strategy=config.assignment.value,
+                                      reason=NOBODY_ON_SHIFT)
+            await self._send(waits, cause.correlationid, event_id, "event")
+            return
         async with self._turns[team]:
             try:
                 async with self.workload.reading() as reader:
@@ -146,7 +157,6 @@ class Assigner:
                 why = f"case-store's database: {type(exc).__name__}"
                 raise Defer(why, DATABASE_RETRY_S) from exc
             [decided] = hand_out(team, config, waiting, load, current.calendars, self.clock())
-            event_id = derived_event_id(AssignmentDecided.event_type, cause.id)
             await self.publish(team, decided, cause.correlationid, event_id, "event")
 
     async def sweep(self) -> int:
@@ -168,6 +178,8 @@ class Assigner:
     ) -> int:
         """Page through the team's queue: cases that must wait (every agent at the cap of
         their channel, a skill nobody on shift has) do not hide those behind them."""
+        if not anyone_on_shift((m.region for m in team.members), current.calendars, at):
+            return 0  # nobody could take a case: nothing to read
         handles = [m.handle for m in team.members]
         after: QueueKey | None = None
         assigned = 0
@@ -208,17 +220,22 @@ class Assigner:
         self, team: str, decided: Decided, correlation_id: str | None, event_id: str,
         trigger: str,
     ) -> None:
-        decision = decision_of(team, decided)
+        pending = None if decided.agent is None else Pending(
+            team, decided.agent, decided.case.channel)
+        await self._send(decision_of(team, decided), correlation_id, event_id, trigger, pending)
+
+    async def _send(self, decision: AssignmentDecided, correlation_id: str | None,
+                    event_id: str, trigger: str, pending: Pending | None = None) -> None:
         await self.bus.publish(
             envelope(decision, source=SOURCE, correlation_id=correlation_id,
                      subject=decision.ref, event_id=event_id)
         )
-        if decided.agent is not None:
-            self.in_flight.add(decision.ref, Pending(team, decided.agent, decided.case.channel))
-        ASSIGNMENTS.labels(trigger, "queued" if decided.queued else "assigned").inc()
+        if pending is not None:
+            self.in_flight.add(decision.ref, pending)
+        ASSIGNMENTS.labels(trigger, "queued" if decision.assignee is None else "assigned").inc()
         log.info(
             "assignment decided",
-            extra={"ref": decision.ref, "team": team, "assignee": decision.assignee,
+            extra={"ref": decision.ref, "team": decision.team, "assignee": decision.assignee,
                    "strategy": decision.strategy, "trigger": trigger},
         )
 

@@ -16,7 +16,7 @@ Ties go to whoever is listed first in the roster. Each answer carries a human re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -73,13 +73,20 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+NOBODY_ON_SHIFT = "no agent of the team is on shift"
+
+
+def anyone_on_shift(regions: Iterable[str], calendars: Calendars, at: datetime) -> bool:
+    return any(is_working(calendars.for_region(r)[1], at) for r in regions)
+
+
 def available(
     roster: Sequence[Agent], case: CaseToAssign, calendars: Calendars
 ) -> tuple[list[Agent], str | None]:
     """Agents on shift and under their cap, or none and why."""
     on_shift = [a for a in roster if is_working(calendars.for_region(a.region)[1], case.at)]
     if not on_shift:
-        return [], "no agent of the team is on shift" if roster else "the team has no agents"
+        return [], NOBODY_ON_SHIFT if roster else "the team has no agents"
     channel = case.channel
     free = [a for a in on_shift if channel not in a.caps or a.open_on(channel) < a.caps[channel]]
     if not free:
