@@ -337,7 +337,9 @@ class SlaResumed(Payload):
 class SlaDecided(Payload):
     """The router's due times for a case's clocks after a wait for the customer, counted in
     business time of the case's region. case-store applies them only to the resume they
-    answer (`resumed_at`): a case that paused again since keeps its own clocks."""
+    answer (`resumed_at`); a case that waited again before the answer came gets the
+    corrections (`corrections_s`) added to its times instead, since later waits only added
+    their own shifts."""
 
     event_type: ClassVar[str] = "case.sla_decided"
     ref: str
@@ -347,6 +349,12 @@ class SlaDecided(Payload):
     resolution_warn_at: datetime | None = None
     resolution_due: datetime | None = None
     reason: str
+    corrections_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per time: seconds to add to what the wall-time shift of this wait set. "
+        "For a case that waited again before this answer came: the times above are stale "
+        "then, the correction is not",
+    )
 
 
 class AssignmentDecided(Payload):

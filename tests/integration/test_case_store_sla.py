@@ -225,3 +225,42 @@ async def test_a_resumed_case_holds_its_clocks_until_the_routers_answer(clean_db
     finally:
         await pool.close()
         await db.close()
+
+
+async def test_an_answer_that_comes_after_the_case_waited_again_corrects_its_wait(
+    clean_db: str,
+) -> None:
+    """The router's answer to the first wait comes only after the case waited for the
+    customer again: its absolute times are stale, its correction of the first wait's
+    wall-time shift is not, and later waits only added their own shifts."""
+    db = await asyncpg.connect(clean_db)
+    pool = await create_pool(clean_db, max_size=2)
+    try:
+        await seed(db, 1, warn_in=3600, due_in=7200)
+        ref = await db.fetchval("SELECT ref FROM cases")
+        now = await db.fetchval("SELECT now()")
+        await db.execute("UPDATE cases SET status = 'pending_customer', "
+                         "pending_since = $1::timestamptz - interval '1 hour'", now)
+        async with pool.acquire() as conn, conn.transaction():
+            case = await lock_visible_any(conn, ref)
+            assert case is not None
+            stamp = customer_returned(CaseStatus.PENDING_CUSTOMER, now, now - timedelta(hours=1))
+            await apply_status(conn, case, stamp, None, "test")
+        shifted = await db.fetchval("SELECT first_response_due FROM cases")
+        # Waiting again before the answer: pending since a minute after the first resume.
+        await db.execute("UPDATE cases SET status = 'pending_customer', "
+                         "pending_since = $1::timestamptz + interval '1 minute'", now)
+        stale = SlaDecided(ref=ref, resumed_at=now, reason="an hour of night",
+                           first_response_due=now + timedelta(days=3),
+                           corrections_s={"first_response_due": -1800.0})
+        answer = envelope(stale, source="router")
+        await apply_sla_decision(pool, answer)
+        await apply_sla_decision(pool, answer)  # redelivered: its inbox claim stops it
+        assert await db.fetchval("SELECT first_response_due FROM cases") == (
+            shifted - timedelta(minutes=30))
+        body = await db.fetchval("SELECT body FROM timeline_entries WHERE kind = 'sla' "
+                                 "ORDER BY id DESC LIMIT 1")
+        assert body.startswith("SLA clocks corrected for an earlier wait: an hour of night")
+    finally:
+        await pool.close()
+        await db.close()

@@ -44,6 +44,16 @@ def test_a_wait_outside_working_hours_costs_the_clock_nothing() -> None:
     assert moved.waited == 10 * H and moved.waited_working == 7 * H
     # Moving on by the wall time instead would have made it Tuesday 20:00, after hours.
     assert berlin(24, 10) + moved.waited == berlin(24, 20)
+    # What case-store adds to its wall-time shift when the case waited again meanwhile.
+    assert moved.corrections == {"due": -3 * H}
+
+
+def test_the_correction_can_move_a_wall_time_shift_later() -> None:
+    # Asked Friday 15:00 with one working hour left, answered Friday 22:00: the wall-time
+    # shift says Friday 23:00, the working-time answer Monday 10:00 (the day starts at 9).
+    moved = resume_clocks(BERLIN, berlin(27, 15), berlin(27, 22), {"due": berlin(27, 16)})
+    assert moved.times["due"] == berlin(30, 10)
+    assert berlin(27, 16) + moved.waited + moved.corrections["due"] == berlin(30, 10)
 
 
 def test_a_wait_over_the_weekend_resumes_with_the_same_working_time_left() -> None:

@@ -99,7 +99,9 @@ def clocks_after_wait(sla: SlaConfig, resumed: SlaResumed) -> SlaDecided:
         f"waited {span(moved.waited)} for the customer, {span(moved.waited_working)} of it "
         f"in working time of {resumed.region or sla.default_region}; the clocks stood still"
     )
-    return SlaDecided(ref=resumed.ref, resumed_at=resumed.resumed_at, reason=reason, **moved.times)
+    corrections = {name: shift.total_seconds() for name, shift in moved.corrections.items()}
+    return SlaDecided(ref=resumed.ref, resumed_at=resumed.resumed_at, reason=reason,
+                      corrections_s=corrections, **moved.times)
 
 
 async def answer(bus: Bus, cause: Envelope[Any], decision: Payload, ref: str) -> None:

@@ -312,6 +312,8 @@ class Resumed:
     times: dict[str, datetime | None]
     waited: timedelta
     waited_working: timedelta
+    # What to add to each time case-store moved on by the wall time waited, to make it this.
+    corrections: dict[str, timedelta]
 
 
 def resume_clocks(
@@ -332,7 +334,9 @@ def resume_clocks(
             moved[name] = add_business_time(max(resumed_at, paused_at), left, calendar)
     waited = max(resumed_at - paused_at, timedelta(0))
     working = business_time_between(paused_at, max(resumed_at, paused_at), calendar)
-    return Resumed(moved, waited, working)
+    corrections = {name: moved_at - (times[name] + waited)  # type: ignore[operator]
+                   for name, moved_at in moved.items() if moved_at is not None}
+    return Resumed(moved, waited, working, corrections)
 
 
 def span(duration: timedelta) -> str:
