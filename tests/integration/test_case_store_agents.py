@@ -87,3 +87,25 @@ async def test_unknown_users_and_other_teams_are_parked_with_the_reason(
     assert any("cora may not resolve" in r for r in reasons)
     await observer.assert_quiet()
     assert await db.fetchval("SELECT assignee_id FROM cases WHERE ref = $1", ref) is None
+
+
+async def test_a_claim_from_slack_does_not_take_a_case_from_its_assignee(
+    service: web.Application, publisher: Bus, observer: Observer, db: asyncpg.Connection
+) -> None:
+    await create_user(db, "remy", "Remy", [Role.RESOLVER], teams=["billing"], slack_user="U0REMY")
+    await create_user(db, "tina", "Tina", [Role.RESOLVER], teams=["billing"], slack_user="U0TINA")
+    ref = await open_case(publisher, observer, db)
+    await db.execute("UPDATE cases SET assignee_id = (SELECT id FROM users WHERE handle = "
+                     "'tina') WHERE ref = $1", ref)
+    await publisher.publish(action(AgentActionKind.CLAIM, "slack:t1", ref=ref))
+
+    async def parked() -> list[str]:
+        return [p.error for p in await list_parked(publisher, ["case-store.agents"])]
+
+    async def refused() -> bool:
+        return any("assigned to someone else" in e for e in await parked())
+
+    await eventually(refused, timeout=20)
+    assert await db.fetchval("SELECT u.handle FROM cases c JOIN users u ON u.id = c.assignee_id "
+                             "WHERE c.ref = $1", ref) == "tina"
+    await observer.assert_quiet()

@@ -143,7 +143,11 @@ async def test_a_resolver_gives_back_only_their_own_case(
     # remy sees the case (billing) but it is sue's: he may not take it off her.
     status, body = await client.call("POST", f"/v1/cases/{ref}/assignment", tokens["resolver"],
                                      {"unassign": True})
-    assert status == 403 and "assigned to themselves" in body["reason"]
+    assert status == 403 and "assigned to someone else" in body["reason"]
+    # Nor claim it for himself first (and then give it back).
+    status, body = await client.call("POST", f"/v1/cases/{ref}/assignment", tokens["resolver"],
+                                     {"assignee": "remy"})
+    assert status == 403 and "a supervisor can move it" in body["reason"]
     assert await db.fetchval("SELECT u.handle FROM cases c JOIN users u ON u.id = c.assignee_id "
                              "WHERE c.ref = $1", ref) == "sue"
     # A case remy holds, remy may give back.
@@ -301,6 +305,14 @@ async def test_tracking_shows_the_public_timeline_only_and_refuses_other_tokens(
     assert await db.fetchval(
         "SELECT count(*) FROM timeline_entries WHERE kind = 'delivery' AND visibility = "
         "'internal' AND body = 'Customer changed their notification preferences'") == 2
+    # The same preferences again change nothing, so nothing is announced.
+    status, same = await client.call(
+        "PATCH", f"/v1/track/{ref}/preferences?token={mine['tracking_token']}",
+        json={"preferred_channel": "sms", "opt_out": ["email"]})
+    assert status == 200 and same == prefs
+    assert await db.fetchval(
+        "SELECT count(*) FROM timeline_entries WHERE body = "
+        "'Customer changed their notification preferences'") == 2
     status, _ = await client.call(
         "PATCH", f"/v1/track/{ref}/preferences?token={mine['tracking_token']}",
         json={"timezone": "Mars/Olympus"},

@@ -4,6 +4,7 @@ delivery record."""
 
 from __future__ import annotations
 
+import asyncio
 
 import asyncpg
 from aiohttp import web
@@ -11,6 +12,9 @@ from tests.conftest import eventually
 from tests.integration.case_store_fixtures import db, observer, service, settings  # noqa: F401
 from tests.integration.test_case_store_service import Observer
 
+from casegate_case_store.domain.timeline import EntryKind, TimelineEntry, Visibility
+from casegate_case_store.store.changes import record_contact_change
+from casegate_case_store.store.db import create_pool
 from casegate_shared.bus import Bus
 from casegate_shared.events import (
     Channel, DeliveryUpdated, MessageKind, MessageReceived, NotificationOutcome, Sender,
@@ -117,3 +121,39 @@ async def test_the_team_card_post_becomes_the_cases_slack_thread(
         await eventually(recorded)
     thread = await db.fetchval("SELECT slack_thread FROM cases WHERE ref = $1", ref)
     assert thread == "C0BILLING:1700000001.000200"
+
+
+async def test_a_stop_and_a_merge_of_the_same_customers_cases_do_not_deadlock(
+    clean_db: str,
+) -> None:
+    """A merge locks its two cases in id order; a STOP locks the customer's open cases to
+    announce the change. Were the STOP to lock them newest first, the two would wait on each
+    other in a circle and PostgreSQL would abort one."""
+    setup = await asyncpg.connect(clean_db)
+    cid = await setup.fetchval("INSERT INTO customers (name) VALUES ('Bo') RETURNING id")
+    for ref in ("CS-OLDER2", "CS-NEWER2"):
+        await setup.execute("INSERT INTO cases (ref, customer_id, channel, subject, status) "
+                            "VALUES ($1, $2, 'sms', 's', 'open')", ref, cid)
+    pool = await create_pool(clean_db, max_size=2)  # with case-store's jsonb codec
+    merge, stop = await pool.acquire(), await pool.acquire()
+    entry = TimelineEntry(EntryKind.DELIVERY, "customer", Visibility.INTERNAL, "stop", {})
+
+    async def merging() -> None:
+        async with merge.transaction():
+            await merge.execute("SELECT 1 FROM cases WHERE ref = ANY($1::text[]) ORDER BY id "
+                                "FOR UPDATE", ["CS-NEWER2", "CS-OLDER2"])
+            await asyncio.sleep(0.3)
+
+    async def stopping() -> list[str]:
+        await asyncio.sleep(0.1)
+        async with stop.transaction():
+            return await record_contact_change(stop, cid, entry, "c")
+
+    try:
+        _, announced = await asyncio.wait_for(asyncio.gather(merging(), stopping()), 10)
+    finally:
+        await pool.release(merge)
+        await pool.release(stop)
+        await pool.close()
+        await setup.close()
+    assert announced == ["CS-OLDER2", "CS-NEWER2"]

@@ -165,7 +165,9 @@ async def holding(url: str, *statements: tuple[str, Any]) -> AsyncIterator[None]
         await other.close()
 
 
-async def waits_then_finishes(work: Awaitable[None], holder: AbstractAsyncContextManager[None]) -> None:
+async def waits_then_finishes(
+    work: Awaitable[None], holder: AbstractAsyncContextManager[None]
+) -> None:
     async with holder:
         task = asyncio.ensure_future(work)
         await asyncio.sleep(0.3)
@@ -182,7 +184,8 @@ async def test_a_route_decision_that_waited_for_the_case_announces_what_was_comm
     decision = RouteDecided(
         ref=ref, team="billing", priority=Priority.P2, rule="r", tags=[],
         explanation=[RuleVerdict(rule="r", matched=True, reason="x")],
-        first_response_warn_at=now + timedelta(hours=3), first_response_due=now + timedelta(hours=4),
+        first_response_warn_at=now + timedelta(hours=3),
+        first_response_due=now + timedelta(hours=4),
         resolution_warn_at=now + timedelta(days=1), resolution_due=now + timedelta(days=2))
     # The customer's next email joins the case while the decision waits for it.
     joining = holding(

@@ -251,14 +251,17 @@ async def test_forged_stale_or_unsigned_events_are_403_and_publish_nothing(
         ("9" * 5000, b"{}"),  # too many digits for int()
         ("\u00b2", b"{}"),  # a digit to str.isdigit(), not to int()
         (None, b"\xff\xfe not utf-8"),  # the SDK decodes the body before comparing
+        (None, b"{}"),  # and a signature of "v0=\u00b2" makes its compare raise TypeError
     ],
-    ids=["long_timestamp", "superscript_timestamp", "binary_body"],
+    ids=["long_timestamp", "superscript_timestamp", "binary_body", "superscript_signature"],
 )
 @pytest.mark.parametrize("path", ["/v1/slack/events", "/v1/slack/interactivity"])
 async def test_unsigned_oddities_are_403_not_500(
     intake: Intake, path: str, timestamp: str | None, body: bytes
 ) -> None:
-    headers = {"Content-Type": JSON, "X-Slack-Signature": "v0=" + "0" * 64,
+    odd_signature = timestamp is None and body == b"{}"
+    headers = {"Content-Type": JSON,
+               "X-Slack-Signature": "v0=\u00b2" if odd_signature else "v0=" + "0" * 64,
                "X-Slack-Request-Timestamp": timestamp or str(int(time.time()))}
     async with aiohttp.ClientSession() as http:
         # aiohttp sends header values as latin-1: the superscript goes as its UTF-8 bytes.

@@ -122,6 +122,11 @@ async def test_the_record_reads_what_case_store_wrote(
         await repo.record_delivery(db, None, outcome(key, result, mid))  # type: ignore[arg-type]
     # Twilio reported e3 failed after taking it (as case-store applies a delivery update).
     await db.execute("UPDATE deliveries SET status = 'failed' WHERE notification_key = 'e3/sms/+1'")
+    # A notifier that could not tell reports e1 failed: what went out stays on the record.
+    failed_again = outcome("e1/sms/+1", "failed", None)
+    await repo.record_delivery(db, None, failed_again)  # type: ignore[arg-type]
+    assert await db.fetchval(
+        "SELECT status FROM deliveries WHERE notification_key = 'e1/sms/+1'") == "sent"
     found = await records.recorded(["e1/sms/+1", "e2/sms/+1", "e3/sms/+1", "e4/sms/+1"])
     assert found == {
         "e1/sms/+1": Recorded(Claim.DONE, provider_message_id="SM1"),

@@ -194,10 +194,12 @@ async def test_a_stop_keyword_redraws_the_card_so_its_reply_no_longer_goes_by_sm
     texts = sample_contact(preferred_channel=Channel.SMS, fallback=[Channel.SMS, Channel.EMAIL])
     case = sample_snapshot(ref=ref, channel=Channel.SMS, customer=texts,
                            slack_thread=f"{TEAM_CHANNEL}:{CARD_TS}")
-    stopped = sample_snapshot(ref=ref, channel=Channel.SMS, slack_thread=f"{TEAM_CHANNEL}:{CARD_TS}",
-                              customer=texts.model_copy(update={"opted_out": [Channel.SMS]}))
+    stopped = sample_snapshot(
+        ref=ref, channel=Channel.SMS, slack_thread=f"{TEAM_CHANNEL}:{CARD_TS}",
+        customer=texts.model_copy(update={"opted_out": [Channel.SMS]}))
     async with outcomes(settings), notifier(settings):
-        for snapshot, change in ((case, CaseChange.ASSIGNED), (stopped, CaseChange.CONTACT_CHANGED)):
+        changes = ((case, CaseChange.ASSIGNED), (stopped, CaseChange.CONTACT_CHANGED))
+        for snapshot, change in changes:
             update = CaseUpdated(change=change, ref=ref, actor="customer", case=snapshot)
             await publisher.publish(envelope(update, source="case-store", subject=ref,
                                              routing_key=f"case.{change.value}"))

@@ -76,6 +76,9 @@ async def _apply(conn: asyncpg.Connection, case: LockedCase, who: Principal,
               "correlation_id": event.correlationid, "cause": event.id}
     kind = action.action
     if kind is AgentActionKind.CLAIM:
+        if case.assignee_id not in (None, who.user_id) and not who.sees_everything:
+            raise Reject(f"{who.handle} may not claim {case.ref}: it is assigned to someone "
+                         "else (a supervisor can move it)")
         before = await describe_assignment(conn, case)
         await conn.execute(
             "UPDATE cases SET assignee_id = $2, status = CASE WHEN status = 'new' THEN 'open' "

@@ -14,6 +14,7 @@ import asyncpg
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .api.models import Handle
 from .settings import Settings
 from .store.migrations import create_database, current_revision, describe, plain_url, upgrade
 from .store.users import Role, create_token, create_user, sync_roster
@@ -108,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 class _Member(BaseModel):
     model_config = ConfigDict(extra="ignore")  # region, skills, caps: the router's business
-    handle: str
+    handle: Handle  # as the API and the router spell one: a user the router can find
 
 
 class _Team(BaseModel):

@@ -167,12 +167,11 @@ async def deliver(d: Delivery, n: Notification, since: datetime) -> Settled | Wa
                 try:
                     recorded = await d.record.recorded(keys)
                 except RecordUnavailable as exc:
+                    # No deadline here: the record is read because Redis may have forgotten
+                    # a send, and reporting a failure for what may have gone out would tell
+                    # the escalation group a customer was not reached. It goes late instead.
                     why = f"delivery record unreadable: {exc}"
                     waited = max(0.0, (d.clock() - since).total_seconds())
-                    if give_up(d.retry, waited, 0):  # the deadline holds here too
-                        result = await _give_up(d, route, key, provider, waited, why)
-                        return Settled(route, key, name, result, False, list(failures),
-                                       fallback_from, False)
                     await d.ledger.release(key)
                     log.warning("delivery record unreadable, will retry",
                                 extra={"ref": n.case_ref, "reason": str(exc)})

@@ -39,6 +39,12 @@ from .threads import DELIVERY_REPORTS, THREAD_KEYS, ThreadSync
 
 log = logging.getLogger(__name__)
 AGENT_LOOKUP_RETRY_S = 5.0
+# Misses that mean a person or a team cannot be reached, as opposed to nobody to reach.
+UNREACHED = (
+    "no reachable channel", "no customer contact", "no Slack user or email",
+    "no known Slack user", "no usable Slack channel", "has no channel in the policy",
+    "names no escalation group",
+)
 
 CHANGE_KEYS = [f"case.{c.value}" for c in CaseChange]
 CUSTOMER_CHANGES = [k for k in CHANGE_KEYS if k in CUSTOMER_VISIBLE]
@@ -95,10 +101,12 @@ async def notify(delivery: Delivery, pending: Pending, event: Envelope[Any]) -> 
     verdicts = decide(delivery.policy, facts)
     for v in verdicts:
         if v.notification is None:
-            # A customer we cannot reach is worth a line; a role nobody holds yet (no owner
-            # on a routed case) is routine, and at info would be a line per case.
+            # Someone who should hear it and cannot (no address, no channel configured) is
+            # worth a line; a role nobody holds yet, or a rule that does not apply, is
+            # routine, and at info would be a line per event.
             log.log(
-                logging.INFO if v.audience == "customer" else logging.DEBUG,
+                logging.INFO if v.audience and any(p in v.reason for p in UNREACHED) else
+                logging.DEBUG,
                 "nobody to notify",
                 extra={"ref": facts.ref, "event": event.type, "rule": v.rule,
                        "audience": v.audience, "reason": v.reason},

@@ -61,9 +61,10 @@ SWEEP_BATCH = 200  # cases per page of a team's queue
 SWEEP_PAGES = 5  # pages per team and sweep; the rest wait for the next one
 IN_FLIGHT_S = 30.0  # case-store applies a decision in milliseconds; this covers a backlog
 DATABASE_RETRY_S = 5.0
-# The database is down or restarting, as opposed to a query that is wrong.
-UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-               asyncpg.exceptions.OperatorInterventionError)
+# The database is down, restarting or failing over, as opposed to a query that is wrong or
+# too slow (those spend attempts and are parked with their reason).
+UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+               asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError)
 
 Clock = Callable[[], datetime]
 

@@ -119,6 +119,12 @@ async def assignment(call: Call[NoInput, AssignmentIn]) -> Done:
     if not steers and (want.team is not None or want.assignee not in (None, call.who.handle)):
         raise ApiError(403, "forbidden", "a resolver may only claim a case for themselves")
     async with case_for(call) as (conn, case):
+        # A resolver takes what nobody holds and gives back what they hold; moving a case
+        # between people is a supervisor's.
+        held_by_other = case.assignee_id not in (None, call.who.user_id)
+        if not steers and held_by_other:
+            raise ApiError(403, "forbidden", "the case is assigned to someone else; "
+                           "a supervisor can move it")
         if want.unassign and not steers and case.assignee_id != call.who.user_id:
             raise ApiError(403, "forbidden",
                            "a resolver may only give back a case assigned to themselves")
@@ -186,7 +192,15 @@ async def parent(call: Call[NoInput, ParentIn]) -> Done:
 @api.route("POST", "/v1/cases/{ref}/merge", roles=LEADS, tag="actions", body=MergeIn,
            response=Done, summary="Close this duplicate into another case; its history moves")
 async def merge(call: Call[NoInput, MergeIn]) -> Done:
-    async with case_for(call) as (conn, case):
+    ref = rules.normalize_ref(call.params["ref"]) or ""
+    async with call.pool.acquire() as conn, conn.transaction():
+        # Both in id order, as everything that locks several cases does (a STOP locking the
+        # customer's open cases): two such transactions never wait on each other in a circle.
+        await conn.execute("SELECT 1 FROM cases WHERE ref = ANY($1::text[]) ORDER BY id "
+                           "FOR UPDATE", [ref, call.body.into])
+        case = await lock_visible(conn, ref, call.who)
+        if case is None:
+            raise not_found("case")
         target = await lock_visible(conn, call.body.into, call.who)
         if target is None:
             raise not_found("target case")

@@ -99,6 +99,8 @@ async def preferences(call: Call[TrackQuery, PreferencesIn]) -> Preferences:
     async with call.pool.acquire() as conn, conn.transaction():
         case = await tracked_case(conn, call)
         cid = case["customer_id"]
+        await conn.execute("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", cid)
+        before = await _preferences(conn, cid)
         await conn.execute(
             "UPDATE customers SET preferred_channel = coalesce($2, preferred_channel), "
             "language = coalesce($3, language), timezone = coalesce($4, timezone), "
@@ -116,6 +118,8 @@ async def preferences(call: Call[TrackQuery, PreferencesIn]) -> Preferences:
                 cid, kinds,
             )
         now = await _preferences(conn, cid)
+        if now == before:
+            return now  # nothing changed: no entries, no cards redrawn
         entry = TimelineEntry(EntryKind.DELIVERY, "customer", Visibility.INTERNAL,
                               "Customer changed their notification preferences",
                               {"preferences": now.model_dump(mode="json")})

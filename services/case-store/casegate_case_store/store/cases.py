@@ -214,11 +214,21 @@ async def add_entry_and_event(
 
 # How a delivery record takes a later outcome of the same notification: a provider's later
 # report (delivered, undelivered) outranks a repeated "sent".
+# A repeated "sent" never hides a provider's later report; a "failed" that never left us never
+# hides that an earlier attempt did go out (a provider message id): the record says what
+# happened to the customer, and a notifier that could not tell must not rewrite it.
 _DELIVERY_UPSERT = """ON CONFLICT (notification_key) DO UPDATE SET
     status = CASE WHEN EXCLUDED.status = 'sent' AND deliveries.status <> 'failed'
-                  THEN deliveries.status ELSE EXCLUDED.status END,
+                  THEN deliveries.status
+                  WHEN EXCLUDED.provider_message_id IS NULL
+                       AND deliveries.provider_message_id IS NOT NULL
+                  THEN deliveries.status
+                  ELSE EXCLUDED.status END,
     provider_message_id = coalesce(EXCLUDED.provider_message_id, deliveries.provider_message_id),
-    reason = EXCLUDED.reason, updated_at = now()"""
+    reason = CASE WHEN EXCLUDED.provider_message_id IS NULL
+                       AND deliveries.provider_message_id IS NOT NULL
+                  THEN deliveries.reason ELSE EXCLUDED.reason END,
+    updated_at = now()"""
 
 
 def _sent_ids(outcome: NotificationOutcome) -> tuple[str | None, str | None]:

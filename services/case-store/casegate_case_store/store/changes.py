@@ -160,12 +160,15 @@ async def record(
     return entry_id
 
 
-# The customer's open cases (at most 50, the newest), locked: what a change to the customer
-# is announced on.
+# The customer's open cases (at most 50, the newest), locked in id order like every lock of
+# several cases (a merge), so two such transactions cannot deadlock: what a change to the
+# customer is announced on.
 _OPEN_CASES_OF = """
 SELECT id, ref, status, team, assignee_id, priority, pending_since, customer_id FROM cases
-WHERE customer_id = $1 AND status NOT IN ('resolved', 'closed') AND merged_into_id IS NULL
-ORDER BY id DESC LIMIT 50 FOR UPDATE
+WHERE id IN (SELECT id FROM cases WHERE customer_id = $1
+             AND status NOT IN ('resolved', 'closed') AND merged_into_id IS NULL
+             ORDER BY id DESC LIMIT 50)
+ORDER BY id FOR UPDATE
 """
 
 

@@ -131,9 +131,18 @@ async def sync_roster(conn: asyncpg.Connection, teams_of: dict[str, list[str]]) 
                 "SELECT teams, active FROM users WHERE handle = $1 FOR UPDATE", handle
             )
             if row is None:
-                await create_user(conn, handle, handle, [Role.RESOLVER], teams=sorted(teams))
-                created.append(handle)
-            elif not row["active"]:
+                # DO NOTHING: an admin may create the same handle this very moment, and what
+                # they set must not become a plain resolver.
+                made = await conn.fetchval(
+                    "INSERT INTO users (handle, name, roles, teams) VALUES ($1, $1, $2, $3) "
+                    "ON CONFLICT (handle) DO NOTHING RETURNING id",
+                    handle, [Role.RESOLVER.value], sorted(teams))
+                if made is not None:
+                    created.append(handle)
+                    continue
+                row = await conn.fetchrow(
+                    "SELECT teams, active FROM users WHERE handle = $1 FOR UPDATE", handle)
+            if not row["active"]:
                 inactive.append(handle)
             elif missing := sorted(set(teams) - set(row["teams"])):
                 await conn.execute(

@@ -65,6 +65,9 @@ class OpenReply:
 Outcome = Challenge | Ignored | OpenReply | AgentAction
 
 
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+
+
 def verify(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str]) -> None:
     """Raise Forbidden unless the body carries Slack's signature, made in the last 5 minutes."""
     timestamp = headers.get("X-Slack-Request-Timestamp")
@@ -74,6 +77,8 @@ def verify(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str])
     # ASCII digits, and few: str.isdigit() also takes "²", which int() refuses.
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         raise Forbidden("X-Slack-Request-Timestamp is not a number")
+    if not _SIGNATURE.fullmatch(signature):  # the SDK's compare refuses non-ASCII with TypeError
+        raise Forbidden("X-Slack-Signature is not a v0 signature")
     try:
         valid = verifier.is_valid(body, timestamp, signature)
     except (ValueError, UnicodeDecodeError):  # the SDK decodes the body before comparing

@@ -2,8 +2,9 @@
 
 States of `<prefix>:notify:<key>`: absent (nobody tried), "sending" (a send holds a lease and
 may still be running, or crashed: the lease expires), "done" (delivered; remembered for the
-TTL, with the provider's message id in `<key>:id` so a repeated outcome names it), "failed" (undeliverable; `<key>:why` keeps the reason, so a redelivery can repeat the
-same outcome or move on to the fallback channel). Claiming is one atomic script, one round trip.
+TTL, with the provider's message id in `<key>:id` so a repeated outcome names it), "failed"
+(undeliverable; `<key>:why` keeps the reason, so a redelivery can repeat the same outcome or
+move on to the fallback channel). Claiming is one atomic script, one round trip.
 """
 
 from __future__ import annotations
