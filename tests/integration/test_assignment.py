@@ -27,7 +27,7 @@ from casegate_case_store.settings import Settings as CaseStoreSettings
 from casegate_case_store.store.users import Role, create_token, create_user
 from casegate_router.app import ASSIGNER
 from casegate_router.adapters.workload import Workload
-from casegate_router.assigning import SWEEP_BATCH, Assigner, InFlight
+from casegate_router.assigning import SWEEP_BATCH, SWEEP_PAGES, Assigner, InFlight
 from casegate_router.domain.policies import PolicyFiles, load_policies
 from casegate_router.app import init_app as init_router
 from casegate_router.settings import Settings as RouterSettings
@@ -395,3 +395,27 @@ async def test_cases_that_must_wait_do_not_hide_the_ones_behind_them_from_the_sw
     assert await stack.db.fetchval(
         "SELECT count(*) FROM cases WHERE ref LIKE 'CS-FFF%' AND assignee_id IS NULL"
     ) == SWEEP_BATCH + 1
+
+
+async def test_a_queue_longer_than_a_sweep_is_read_through_over_the_next_sweeps(
+    stack: Stack,
+) -> None:
+    """More stuck web forms than one sweep reads: the next sweep goes on where it stopped
+    (after the head of the queue), so the email behind them is reached."""
+    await stack.assigned_to(WAITING_BEFORE, "ben")
+    await stack.db.execute("UPDATE users SET active = false WHERE handle = 'ana'")
+    await stack.db.execute(
+        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, assignee_id) "
+        "SELECT 'CS-HHHH' || n, 900, 'webform', 'ben''s', 'open', 'support', "
+        "(SELECT id FROM users WHERE handle = 'ben') FROM generate_series(10, 14) n")
+    await stack.db.execute(
+        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, priority) "
+        "SELECT 'CS-JJ' || n, 900, 'webform', 'urgent', 'open', 'support', 'P1' "
+        "FROM generate_series(10000, 10000 + $1) n", SWEEP_BATCH * SWEEP_PAGES)
+    email = "CS-KKKKK2"
+    await stack.db.execute(
+        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, priority) "
+        "VALUES ($1, 900, 'email', 'behind', 'open', 'support', 'P4')", email)
+    assert await stack.sweep() == 0  # all it read must wait
+    assert await stack.sweep() == 1
+    await stack.assigned_to(email, "ben")

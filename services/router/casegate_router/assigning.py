@@ -129,6 +129,8 @@ class Assigner:
         self.clock = clock
         self.in_flight = InFlight()
         self._turns: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Per team, where the last sweep stopped reading its queue.
+        self._resume_at: dict[str, QueueKey | None] = {}
 
     async def answer(self, cause: Envelope[Any], ref: str, team: str) -> None:
         """Decide the case `cause` left waiting on `team`, unless it no longer waits."""
@@ -178,13 +180,18 @@ class Assigner:
         self, reader: Reader, name: str, team: Team, current: Policies, at: datetime
     ) -> int:
         """Page through the team's queue: cases that must wait (every agent at the cap of
-        their channel, a skill nobody on shift has) do not hide those behind them."""
+        their channel, a skill nobody on shift has) do not hide those behind them. Each sweep
+        reads the head of the queue (the most urgent), then goes on where the last one
+        stopped, so a queue longer than a sweep's pages is read through over a few sweeps."""
         if not anyone_on_shift((m.region for m in team.members), current.calendars, at):
             return 0  # nobody could take a case: nothing to read
         handles = [m.handle for m in team.members]
         after: QueueKey | None = None
         assigned = 0
-        for _ in range(SWEEP_PAGES):
+        for page in range(SWEEP_PAGES):
+            resume = self._resume_at.get(name)
+            if page == 1 and after is not None and resume is not None:
+                after = max(after, resume)
             load = await self._with_in_flight(reader, name, handles, set())
             # A case whose decision is on its way is not decided again.
             waiting, after = await reader.queue_page(
@@ -196,6 +203,7 @@ class Assigner:
             assigned += len(decided)
             if after is None:
                 break
+        self._resume_at[name] = after  # None: read to the end, start at the head again
         return assigned
 
     async def _with_in_flight(
