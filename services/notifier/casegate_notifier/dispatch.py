@@ -286,12 +286,16 @@ async def _sent(
     A ledger that cannot be written keeps our claim until its lease ends; the outcome, still
     published, puts the send in case-store's record, which answers the redelivery then."""
     try:
-        if gate is Gate.PROBE:
-            await d.breaker.succeeded(circuit)
         await d.ledger.mark_done(key, provider_id)
     except Exception as exc:  # noqa: BLE001 - Redis, mostly: the send stands regardless
         log.warning("sent, but the dedupe ledger could not be written",
                     extra={"ref": ref, "key": key, "error": type(exc).__name__})
+    if gate is Gate.PROBE:
+        try:
+            await d.breaker.succeeded(circuit)
+        except Exception as exc:  # noqa: BLE001 - the next probe closes it instead
+            log.warning("circuit breaker not closed after a good probe",
+                        extra={"circuit": circuit, "error": type(exc).__name__})
 
 
 async def _give_up(

@@ -99,10 +99,13 @@ def parse_mail(raw: bytes, own_addresses: frozenset[str] = frozenset()) -> Parse
 
 
 def dedupe_key(message_id: str | None, raw: bytes) -> str:
-    """The same message seen twice (restart, two replicas, two of our mailboxes, a folder
-    restored under a new UIDVALIDITY) gets one key: its Message-ID when it has one, else a
-    digest of its bytes. Not its UID: a restored folder numbers the same mail anew, and two
-    deliveries of one text differ in their Received headers, so bytes name the message."""
+    """The same message seen twice (a restart, two replicas, a folder restored under a new
+    UIDVALIDITY) gets one key: its Message-ID when it has one, else a digest of the bytes
+    fetched. Not its UID: a restored folder numbers the same mail anew, and two deliveries
+    of one text differ in their Received headers, so bytes name the message. (A copy in each
+    of two of our mailboxes is two messages then. A message over the size limit is fetched
+    as headers and text, so changing CASEGATE_IMAP_MESSAGE_MAX_BYTES between two fetches of
+    one such message gives it another key.)"""
     if message_id:
         if len(message_id) <= _MAX_KEY_ID:
             return f"email:mid:{message_id}"
