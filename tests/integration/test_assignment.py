@@ -27,7 +27,13 @@ from casegate_case_store.settings import Settings as CaseStoreSettings
 from casegate_case_store.store.users import Role, create_token, create_user
 from casegate_router.app import ASSIGNER
 from casegate_router.adapters.workload import Workload
-from casegate_router.assigning import SWEEP_BATCH, SWEEP_PAGES, Assigner, InFlight
+from casegate_router.assigning import (
+    SWEEP_BATCH,
+    SWEEP_PAGES,
+    UNREACHABLE,
+    Assigner,
+    InFlight,
+)
 from casegate_router.domain.policies import PolicyFiles, load_policies
 from casegate_router.app import init_app as init_router
 from casegate_router.settings import Settings as RouterSettings
@@ -356,6 +362,11 @@ async def test_a_case_to_assign_waits_for_an_unreachable_database_without_spendi
         with pytest.raises(Defer, match="case-store's database: ") as waiting:
             await assigner.answer(cause, "CS-DDDDD2", "support")
         assert waiting.value.seconds > 0
+        # Only a database that cannot be reached waits; a query that is wrong is a bug, to be
+        # parked with its reason after the bus's attempts.
+        assert isinstance(ConnectionRefusedError(), UNREACHABLE)
+        assert not isinstance(asyncpg.InterfaceError("wrong arguments"), UNREACHABLE)
+        assert not isinstance(asyncpg.exceptions.QueryCanceledError("timeout"), UNREACHABLE)
         # On a Saturday nobody could take it anyway: that is said without the database.
         night = Assigner(publisher, lambda: policies, workload, Clock(SATURDAY))
         async with published(bus_settings, "case.assignment_decided") as seen:

@@ -99,6 +99,9 @@ async def test_a_file_that_is_not_a_teams_file_is_refused_with_the_reason(
     done = sync(clean_db, bad)
     assert done.returncode == 2
     assert "is not a teams file" in done.stderr and "handle" in done.stderr
+    bad.write_text("teams:\n  support:\n    members: [{handle: Emil}]\n")
+    capital = sync(clean_db, bad)  # a handle the router and the API would never match
+    assert capital.returncode == 2 and "handle" in capital.stderr
     missing = sync(clean_db, tmp_path / "nowhere.yaml")
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     assert await users(clean_db) == {}

@@ -245,6 +245,26 @@ async def test_a_send_whose_ledger_write_fails_still_settles_and_is_never_sent_t
     assert email.sent == ["ann@example.com"]
 
 
+class ProbingBreaker(Breaker):
+    """The provider's circuit lets a probe through, and Redis fails as it is closed."""
+
+    async def admit(self, circuit: str) -> Admission:
+        return Admission(Gate.PROBE)
+
+    async def succeeded(self, circuit: str) -> None:
+        raise ConnectionError("Connection reset by peer")
+
+
+async def test_a_good_probe_is_marked_done_even_when_its_breaker_cannot_be_closed() -> None:
+    n = resolved()
+    email_key, _ = keys(n)
+    d, ledger, email, _ = setup(Record())
+    object.__setattr__(d, "breaker", ProbingBreaker())
+    step = await deliver(d, n, NOW)
+    assert isinstance(step, Settled) and step.result.ok and email.sent == ["ann@example.com"]
+    assert ledger.state[email_key] == "done"  # so a redelivery does not send it again
+
+
 async def test_without_a_record_configured_the_ledger_alone_decides() -> None:
     n = resolved()
     d, _, email, _ = setup(None)
