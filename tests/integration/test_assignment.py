@@ -382,11 +382,9 @@ async def test_a_case_to_assign_waits_for_an_unreachable_database_without_spendi
         await workload.close()
 
 
-async def test_cases_that_must_wait_do_not_hide_the_ones_behind_them_from_the_sweep(
-    stack: Stack,
-) -> None:
-    """More urgent web forms than a sweep's page fill the queue's head, and ben, the only
-    agent on shift, is at his web form cap: the email behind them still goes to him."""
+async def email_behind_stuck_web_forms(stack: Stack, stuck: int) -> str:
+    """ben is the only agent on shift and at his web form cap; `stuck` urgent web forms wait
+    at the head of support's queue, one email behind them. Returns the email's ref."""
     await stack.assigned_to(WAITING_BEFORE, "ben")
     await stack.db.execute("UPDATE users SET active = false WHERE handle = 'ana'")
     await stack.db.execute(
@@ -395,16 +393,25 @@ async def test_cases_that_must_wait_do_not_hide_the_ones_behind_them_from_the_sw
         "(SELECT id FROM users WHERE handle = 'ben') FROM generate_series(10, 14) n")
     await stack.db.execute(
         "INSERT INTO cases (ref, customer_id, channel, subject, status, team, priority) "
-        "SELECT 'CS-FFF' || n, 900, 'webform', 'urgent', 'open', 'support', 'P1' "
-        "FROM generate_series(100, 100 + $1) n", SWEEP_BATCH)
+        "SELECT 'CS-FF' || n, 900, 'webform', 'urgent', 'open', 'support', 'P1' "
+        "FROM generate_series(10000, 10000 + $1 - 1) n", stuck)
     email = "CS-GGGGG2"
     await stack.db.execute(
         "INSERT INTO cases (ref, customer_id, channel, subject, status, team, priority) "
         "VALUES ($1, 900, 'email', 'behind', 'open', 'support', 'P4')", email)
+    return email
+
+
+async def test_cases_that_must_wait_do_not_hide_the_ones_behind_them_from_the_sweep(
+    stack: Stack,
+) -> None:
+    """More urgent web forms than a sweep's page fill the queue's head, and ben, the only
+    agent on shift, is at his web form cap: the email behind them still goes to him."""
+    email = await email_behind_stuck_web_forms(stack, SWEEP_BATCH + 1)
     assert await stack.sweep() == 1
     await stack.assigned_to(email, "ben")
     assert await stack.db.fetchval(
-        "SELECT count(*) FROM cases WHERE ref LIKE 'CS-FFF%' AND assignee_id IS NULL"
+        "SELECT count(*) FROM cases WHERE ref LIKE 'CS-FF%' AND assignee_id IS NULL"
     ) == SWEEP_BATCH + 1
 
 
@@ -413,20 +420,7 @@ async def test_a_queue_longer_than_a_sweep_is_read_through_over_the_next_sweeps(
 ) -> None:
     """More stuck web forms than one sweep reads: the next sweep goes on where it stopped
     (after the head of the queue), so the email behind them is reached."""
-    await stack.assigned_to(WAITING_BEFORE, "ben")
-    await stack.db.execute("UPDATE users SET active = false WHERE handle = 'ana'")
-    await stack.db.execute(
-        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, assignee_id) "
-        "SELECT 'CS-HHHH' || n, 900, 'webform', 'ben''s', 'open', 'support', "
-        "(SELECT id FROM users WHERE handle = 'ben') FROM generate_series(10, 14) n")
-    await stack.db.execute(
-        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, priority) "
-        "SELECT 'CS-JJ' || n, 900, 'webform', 'urgent', 'open', 'support', 'P1' "
-        "FROM generate_series(10000, 10000 + $1) n", SWEEP_BATCH * SWEEP_PAGES)
-    email = "CS-KKKKK2"
-    await stack.db.execute(
-        "INSERT INTO cases (ref, customer_id, channel, subject, status, team, priority) "
-        "VALUES ($1, 900, 'email', 'behind', 'open', 'support', 'P4')", email)
+    email = await email_behind_stuck_web_forms(stack, SWEEP_BATCH * SWEEP_PAGES + 1)
     assert await stack.sweep() == 0  # all it read must wait
     assert await stack.sweep() == 1
     await stack.assigned_to(email, "ben")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -265,10 +264,8 @@ async def test_mail_arriving_during_a_batch_is_taken_in_before_idling(
     """Mail that arrives while a batch is being handled is announced (`* N EXISTS`) in the
     server's answer to the batch's FETCH or STORE, and not again once the watcher idles: it
     must not wait for the IDLE renewal (24 min by default)."""
-    upstream = int(urlsplit(bus_settings.amqp_url).port or 5672)
-    async with HeldProxy(upstream).running() as proxy, observe(bus_settings) as seen:
-        slow = settings.model_copy(update={
-            "amqp_url": settings.amqp_url.replace(f":{upstream}/", f":{proxy.port}/")})
+    async with HeldProxy(settings.amqp_url).running() as proxy, observe(bus_settings) as seen:
+        slow = settings.model_copy(update={"amqp_url": proxy.url})
         bus = Bus(slow, source="intake")
         await bus.connect()
         watcher = MailboxWatcher(slow, bus)

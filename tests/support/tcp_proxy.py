@@ -7,16 +7,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 
 class HeldProxy:
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
+    def __init__(self, upstream_url: str) -> None:
+        """In front of the server of `upstream_url` (amqp://…:5672/…)."""
+        self.upstream_url = upstream_url
+        self.upstream_port = urlsplit(upstream_url).port or 5672
         self.port = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        """`upstream_url` through the proxy (once it runs)."""
+        return self.upstream_url.replace(f":{self.upstream_port}/", f":{self.port}/", 1)
 
     def hold(self) -> None:
         """Stop passing what the upstream sends back (confirms, deliveries)."""

@@ -41,13 +41,14 @@ from casegate_shared.events import (
 )
 
 from .adapters.workload import QueueKey, Reader, Workload
-from .domain.assignment import NOBODY_ON_SHIFT, anyone_on_shift
+from .domain.assignment import NOBODY_ON_SHIFT
 from .domain.policies import Policies, PoliciesProvider
 from .domain.teams import Team
 from .domain.team_queue import (
     Decided,
     Pending,
     TeamLoad,
+    anyone_on_shift,
     hand_out,
     needs_agent,
     needs_assignment,
@@ -138,9 +139,8 @@ class Assigner:
         config = current.teams.teams.get(team)
         handles = [m.handle for m in config.members] if config else []
         event_id = derived_event_id(AssignmentDecided.event_type, cause.id)
-        if config is not None and config.members and not anyone_on_shift(
-            (m.region for m in config.members), current.calendars, self.clock()
-        ):
+        if config and config.members and not anyone_on_shift(config, current.calendars,
+                                                             self.clock()):
             # Nights and weekends: no reading case-store's workload to learn that nobody can
             # take it. case-store applies the note only while the case still waits.
             waits = AssignmentDecided(ref=ref, team=team, strategy=config.assignment.value,
@@ -183,15 +183,14 @@ class Assigner:
         their channel, a skill nobody on shift has) do not hide those behind them. Each sweep
         reads the head of the queue (the most urgent), then goes on where the last one
         stopped, so a queue longer than a sweep's pages is read through over a few sweeps."""
-        if not anyone_on_shift((m.region for m in team.members), current.calendars, at):
+        if not anyone_on_shift(team, current.calendars, at):
             return 0  # nobody could take a case: nothing to read
         handles = [m.handle for m in team.members]
         after: QueueKey | None = None
         assigned = 0
         for page in range(SWEEP_PAGES):
-            resume = self._resume_at.get(name)
-            if page == 1 and after is not None and resume is not None:
-                after = max(after, resume)
+            if page == 1 and after is not None:  # past the head: on where the last one stopped
+                after = max(after, self._resume_at.get(name) or after)
             load = await self._with_in_flight(reader, name, handles, set())
             # A case whose decision is on its way is not decided again.
             waiting, after = await reader.queue_page(

@@ -16,7 +16,7 @@ Ties go to whoever is listed first in the roster. Each answer carries a human re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -74,10 +74,6 @@ def _plural(n: int, word: str) -> str:
 
 
 NOBODY_ON_SHIFT = "no agent of the team is on shift"
-
-
-def anyone_on_shift(regions: Iterable[str], calendars: Calendars, at: datetime) -> bool:
-    return any(is_working(calendars.for_region(r)[1], at) for r in regions)
 
 
 def available(

@@ -23,6 +23,7 @@ from datetime import datetime
 from casegate_shared.events import CaseChange, CaseSnapshot, Channel
 
 from .assignment import CaseToAssign, Strategy, assign
+from .business_time import is_working
 from .case_conditions import Calendars
 from .teams import Team
 
@@ -129,6 +130,12 @@ def turn_holder(last: str | None, order: Sequence[str], active: Iterable[str]) -
         if candidate in here:
             return candidate
     return None
+
+
+def anyone_on_shift(team: Team, calendars: Calendars, at: datetime) -> bool:
+    """Whether a member of the team works at `at`: if not, nobody can take a case, whatever
+    their load, so there is no need to read it."""
+    return any(is_working(calendars.for_region(m.region)[1], at) for m in team.members)
 
 
 def hand_out(
